@@ -28,6 +28,7 @@ book: $(STAMP)
 	@echo "Open the book: $(CURDIR)/_build/html/index.html"
 
 test: $(STAMP)
+	rm -rf _build/html
 	$(MAKE) --no-print-directory book BOOKFLAGS=--all
 	$(BIN)/python -m pytest
 

@@ -1,0 +1,199 @@
+"""Notebook hygiene: what nbval, the book and a reader rely on.
+
+The stored outputs are what the book shows and what nbval compares a fresh run against,
+so they must come from one fresh top-to-bottom run (`make execute`). Each rule is a small
+function returning the problems it finds; the tests below run them on every chapter and
+also show that each rule catches the mistake it is written for.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+KERNEL_NAME = "python3"
+MACHINE_PATH = re.compile(r"(/root/|/home/\w|/tmp/|/work/|/Users/\w|[A-Z]:\\\\Users)")
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+
+
+def tags(cell: dict) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def execution_order_problems(nb: dict) -> list[str]:
+    counts = [c.get("execution_count") for c in code_cells(nb)]
+    expected = list(range(1, len(counts) + 1))
+    if counts != expected:
+        return [f"execution counts are {counts}, expected {expected}: re-run with `make execute`"]
+    return []
+
+
+def error_output_problems(nb: dict) -> list[str]:
+    problems = []
+    for i, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error" and "raises-exception" not in tags(cell):
+                problems.append(f"cell {i}: stored error {out.get('ename')} (tag it raises-exception if meant)")
+            if out.get("name") == "stderr" and "Traceback" in "".join(out.get("text", "")):
+                problems.append(f"cell {i}: a traceback printed to stderr")
+    return problems
+
+
+def machine_path_problems(nb: dict) -> list[str]:
+    problems = []
+    for i, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            text = json.dumps({k: v for k, v in out.get("data", {}).items() if k not in IMAGE_TYPES})
+            text += "".join(out.get("text", "")) + "".join(out.get("traceback", []))
+            match = MACHINE_PATH.search(text)
+            if match:
+                problems.append(f"cell {i}: an output shows a path of the author's machine ({match.group(0)}...)")
+    return problems
+
+
+def kernel_problems(nb: dict) -> list[str]:
+    name = nb.get("metadata", {}).get("kernelspec", {}).get("name")
+    if name != KERNEL_NAME:
+        return [f"kernelspec name is {name!r}, expected {KERNEL_NAME!r}"]
+    return []
+
+
+def figure_problems(nb: dict) -> list[str]:
+    """Every figure has a caption and real alt text (myst-nb's default alt is a file path)."""
+    problems = []
+    for i, cell in enumerate(nb["cells"]):
+        if not any(t in out.get("data", {}) for out in cell.get("outputs", []) for t in IMAGE_TYPES):
+            continue
+        meta = cell.get("metadata", {}).get("mystnb", {})
+        alt = str(meta.get("image", {}).get("alt", ""))
+        caption = str(meta.get("figure", {}).get("caption", ""))
+        if len(alt.split()) < 4 or re.search(r"\.(png|svg|jpe?g)\b|/", alt):
+            problems.append(f"cell {i}: figure alt text {alt!r} does not describe the figure")
+        if len(caption.split()) < 3:
+            problems.append(f"cell {i}: figure has no caption (metadata mystnb.figure.caption)")
+    return problems
+
+
+def structure_problems(nb: dict) -> list[str]:
+    problems = []
+    markdown = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    if not markdown or not re.match(r"# \S", markdown[0]):
+        problems.append("the first cell is not the chapter title ('# Title')")
+    text = "\n".join(markdown)
+    for heading in ("What you will learn", "## Summary", "## Exercises"):
+        if heading not in text:
+            problems.append(f"missing {heading!r}")
+    sources = ["".join(c["source"]) for c in code_cells(nb)]
+    if not any("manual_seed" in s for s in sources[:3]):
+        problems.append("no torch.manual_seed in the first code cells")
+    if any("sys.path" in s for s in sources):
+        problems.append("a code cell edits sys.path (mhalib is installed in editable mode)")
+    return problems
+
+
+RULES = [
+    execution_order_problems,
+    error_output_problems,
+    machine_path_problems,
+    kernel_problems,
+    figure_problems,
+    structure_problems,
+]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+@pytest.mark.parametrize("rule", RULES, ids=[r.__name__ for r in RULES])
+def test_chapter_notebook(path: Path, rule) -> None:
+    assert rule(load(path)) == []
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part.get("chapters", [])]
+    return files
+
+
+def test_toc_lists_exactly_the_pages_that_exist() -> None:
+    listed = toc_files()
+    missing = [f for f in listed if not any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb"))]
+    assert missing == [], f"_toc.yml lists pages that do not exist: {missing}"
+    unlisted = [p.relative_to(ROOT).with_suffix("").as_posix() for p in CHAPTERS]
+    unlisted = [f for f in unlisted if f not in listed]
+    assert unlisted == [], f"notebooks in chapters/ missing from _toc.yml: {unlisted}"
+
+
+# --- each rule catches the mistake it is written for -----------------------------------
+
+GOOD = {
+    "cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": ["# A chapter\n\nWhat you will learn\n"]},
+        {"cell_type": "code", "execution_count": 1, "metadata": {}, "outputs": [], "source": ["torch.manual_seed(0)"]},
+        {
+            "cell_type": "code",
+            "execution_count": 2,
+            "metadata": {
+                "mystnb": {
+                    "figure": {"caption": "Weights of one head."},
+                    "image": {"alt": "Heatmap of a 4 by 4 matrix, brightest on the diagonal."},
+                }
+            },
+            "outputs": [{"output_type": "display_data", "data": {"image/png": "iVBOR", "text/plain": ["<Figure>"]}, "metadata": {}}],
+            "source": ["plot()"],
+        },
+        {"cell_type": "markdown", "metadata": {}, "source": ["## Summary\n\n## Exercises\n"]},
+    ],
+    "metadata": {"kernelspec": {"name": "python3"}},
+}
+
+
+def broken(change) -> dict:
+    nb = copy.deepcopy(GOOD)
+    change(nb)
+    return nb
+
+
+def test_rules_pass_a_good_notebook() -> None:
+    assert [p for rule in RULES for p in rule(GOOD)] == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "change"),
+    [
+        (execution_order_problems, lambda nb: nb["cells"][2].update(execution_count=5)),
+        (execution_order_problems, lambda nb: nb["cells"][1].update(execution_count=None)),
+        (error_output_problems, lambda nb: nb["cells"][1]["outputs"].append({"output_type": "error", "ename": "ValueError"})),
+        (machine_path_problems, lambda nb: nb["cells"][1]["outputs"].append({"output_type": "stream", "name": "stdout", "text": ["/home/ada/x.py"]})),
+        (kernel_problems, lambda nb: nb["metadata"]["kernelspec"].update(name="conda-env-old-py")),
+        (figure_problems, lambda nb: nb["cells"][2]["metadata"]["mystnb"]["image"].update(alt="../_images/abc.png")),
+        (figure_problems, lambda nb: nb["cells"][2]["metadata"].clear()),
+        (structure_problems, lambda nb: nb["cells"][3].update(source=["## Summary\n"])),
+        (structure_problems, lambda nb: nb["cells"][1].update(source=["import sys; sys.path.insert(0, '..')"])),
+    ],
+)
+def test_rule_catches_its_mistake(rule, change) -> None:
+    assert rule(broken(change)) != []
+
+
+def test_error_rule_allows_tagged_cells() -> None:
+    def tagged_error(nb):
+        nb["cells"][1]["metadata"]["tags"] = ["raises-exception"]
+        nb["cells"][1]["outputs"].append({"output_type": "error", "ename": "ValueError"})
+
+    assert error_output_problems(broken(tagged_error)) == []
