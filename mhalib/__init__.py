@@ -1,1 +1,51 @@
-"""Placeholder: being written."""
+"""mhalib: the tested multi-head attention library of the course "Multi-Head Attention, Hands On".
+
+Shape legend, used in every docstring and shape comment of the library and the book:
+
+    B   batch size                      H   number of heads
+    L   query length                    S   key/value length
+    D   model width (embed_dim)         Dh  head width, D // H (head_dim)
+    E   query/key feature size          Ev  value feature size
+
+Mask convention (PyTorch's ``scaled_dot_product_attention``): a boolean mask is True where
+a query **may attend**; a float mask is added to the scores. A query that may attend to
+nothing gets zero weights and a zero output.
+
+Submodules loaded on demand: ``mhalib.plot`` (matplotlib figures) and ``mhalib.exercises``
+(the exercise checker). ``import mhalib`` itself imports only torch.
+"""
+
+from .functional import (
+    causal_mask,
+    masked_softmax,
+    merge_heads,
+    padding_mask,
+    scaled_dot_product_attention,
+    split_heads,
+    transpose_output,
+    transpose_qkv,
+)
+from .modules import MultiHeadAttention
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MultiHeadAttention",
+    "causal_mask",
+    "masked_softmax",
+    "merge_heads",
+    "padding_mask",
+    "scaled_dot_product_attention",
+    "split_heads",
+    "transpose_output",
+    "transpose_qkv",
+]
+
+
+def __getattr__(name: str):
+    # `mhalib.plot` and `mhalib.exercises` without importing matplotlib at `import mhalib`.
+    if name in ("plot", "exercises"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'mhalib' has no attribute {name!r}")

@@ -1,0 +1,288 @@
+"""Pure attention functions: masks, scaled dot-product attention and the head layouts.
+
+Shapes (the legend of the whole course):
+    B batch, H heads, L query length, S key/value length,
+    D model width (embed_dim), Dh = D // H (head_dim), E / Ev feature sizes of query-key / value.
+
+Masks follow PyTorch's ``scaled_dot_product_attention``: a boolean mask is True where a
+query **may attend**; a float mask is **added** to the scores. A query row with nothing to
+attend to gets zero weights and a zero output, never NaN and never uniform weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "causal_mask",
+    "padding_mask",
+    "masked_softmax",
+    "scaled_dot_product_attention",
+    "split_heads",
+    "merge_heads",
+    "transpose_qkv",
+    "transpose_output",
+]
+
+
+# --- argument checks: each names the argument, what was expected and what arrived --------
+
+
+def _check_tensor(name: str, x: object, ndim: int | None = None, min_ndim: int | None = None) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None and x.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if min_ndim is not None and x.dim() < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
+    return x
+
+
+def _check_floating(name: str, x: Tensor) -> None:
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def _check_num_heads(num_heads: object, width: int, what: str) -> int:
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    if width % num_heads != 0:
+        raise ValueError(f"{what} ({width}) must be divisible by num_heads ({num_heads})")
+    return num_heads
+
+
+def _mask_to_allowed_or_bias(name: str, mask: Tensor, scores_shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """Check that ``mask`` broadcasts to the scores; return it as bool or as ``dtype``."""
+    _check_tensor(name, mask)
+    if mask.dtype != torch.bool and not mask.is_floating_point():
+        raise TypeError(f"{name} must be bool (True = may attend) or floating (added to the scores), got dtype {mask.dtype}")
+    try:
+        broadcast = torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != scores_shape:
+        raise ValueError(
+            f"{name} of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
+            f"{tuple(scores_shape)} (..., L, S)"
+        )
+    return mask if mask.dtype == torch.bool else mask.to(dtype)
+
+
+def _check_valid_lens(valid_lens: object, batch: int, length: int | None) -> Tensor:
+    _check_tensor("valid_lens", valid_lens)
+    if valid_lens.dtype == torch.bool or valid_lens.is_floating_point() or valid_lens.is_complex():
+        raise TypeError(f"valid_lens must be an integer tensor (lengths), got dtype {valid_lens.dtype}")
+    shapes = [(batch,)] + ([(batch, length)] if length is not None else [])
+    if tuple(valid_lens.shape) not in shapes:
+        expected = " or ".join(str(s) for s in shapes)
+        raise ValueError(f"valid_lens must have shape {expected} (B,) or (B, L), got {tuple(valid_lens.shape)}")
+    return valid_lens
+
+
+# --- masks ------------------------------------------------------------------------------
+
+
+def causal_mask(L: int, S: int | None = None, device: torch.device | str | None = None) -> Tensor:
+    """Boolean causal mask, True where query ``i`` may attend to key ``j`` (``j <= i``).
+
+    Shapes:
+        returns (L, S), S defaulting to L. Top-left aligned, as in PyTorch's
+        ``scaled_dot_product_attention(is_causal=True)``: row i allows keys 0..i.
+    """
+    S = L if S is None else S
+    for name, n in (("L", L), ("S", S)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {n!r}")
+    return torch.ones(L, S, dtype=torch.bool, device=device).tril()
+
+
+def padding_mask(valid_lens: Tensor, S: int) -> Tensor:
+    """Boolean mask from padding lengths: key ``j`` may be attended to when ``j < valid_len``.
+
+    This is the one place where the seeds' ``valid_lens`` become the course's mask.
+
+    Shapes:
+        valid_lens (B,) one length per sequence  -> (B, 1, 1, S)
+        valid_lens (B, L) one length per query   -> (B, 1, L, S)
+        Both broadcast to the multi-head scores (B, H, L, S).
+    """
+    _check_tensor("valid_lens", valid_lens)
+    if valid_lens.dim() not in (1, 2):
+        raise ValueError(f"valid_lens must have shape (B,) or (B, L), got {tuple(valid_lens.shape)}")
+    _check_valid_lens(valid_lens, valid_lens.shape[0], valid_lens.shape[-1] if valid_lens.dim() == 2 else None)
+    positions = torch.arange(S, device=valid_lens.device)  # (S,)
+    if valid_lens.dim() == 1:
+        return positions < valid_lens[:, None, None, None]  # (B, 1, 1, S)
+    return positions < valid_lens[:, None, :, None]  # (B, 1, L, S)
+
+
+# --- softmax that leaves rows with nothing to attend to at zero ----------------------------
+
+
+def _softmax_with_empty_rows(scores: Tensor, empty_rows: Tensor | None) -> Tensor:
+    """Softmax over the last axis; rows flagged in ``empty_rows`` (all keys masked) become 0.
+
+    The empty rows' scores are replaced by 0 before the softmax, so neither the forward
+    pass nor the gradient ever sees ``-inf - (-inf) = NaN``.
+    """
+    if empty_rows is None or not bool(empty_rows.any()):
+        return torch.softmax(scores, dim=-1)
+    scores = scores.masked_fill(empty_rows, 0.0)
+    return torch.softmax(scores, dim=-1).masked_fill(empty_rows, 0.0)
+
+
+def masked_softmax(scores: Tensor, valid_lens: Tensor | None = None) -> Tensor:
+    """Softmax over keys, ignoring padded keys (the seeds' ``valid_lens`` semantics).
+
+    Keys at positions ``>= valid_len`` get weight exactly 0; a valid length of 0 gives a
+    row of zeros.
+
+    Shapes:
+        scores (B, L, S); valid_lens None, (B,) one per sequence, or (B, L) one per query
+        -> weights (B, L, S)
+    """
+    _check_tensor("scores", scores, ndim=3)
+    _check_floating("scores", scores)
+    if valid_lens is None:
+        return torch.softmax(scores, dim=-1)
+    B, L, S = scores.shape
+    _check_valid_lens(valid_lens, B, L)
+    allowed = padding_mask(valid_lens, S)[:, 0]  # (B, 1, 1, S) or (B, 1, L, S) -> (B, 1|L, S)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return _softmax_with_empty_rows(scores, ~allowed.any(dim=-1, keepdim=True))
+
+
+# --- scaled dot-product attention ---------------------------------------------------------
+
+
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Attention that also returns its weights; the semantics of PyTorch's fused function.
+
+    Reference::
+
+        scores = query @ key.transpose(-2, -1) * scale      # (..., L, S)
+        scores = scores.masked_fill(~attn_mask, -inf)       # bool mask: True = may attend
+        # (or scores + attn_mask for a float mask)
+        weights = softmax(scores, dim=-1)                   # rows with no key allowed -> 0
+        out = dropout(weights) @ value                      # (..., L, Ev)
+
+    Shapes:
+        query (..., L, E), key (..., S, E), value (..., S, Ev)
+        attn_mask broadcastable to (..., L, S): bool (True = may attend) or float (added)
+        -> out (..., L, Ev), weights (..., L, S)
+
+    ``is_causal`` masks the future with ``causal_mask(L, S)`` (top-left aligned) and may
+    not be combined with ``attn_mask``. ``scale`` defaults to ``1 / sqrt(E)``. With
+    ``dropout_p > 0`` the returned weights are the ones used, after dropout.
+
+    Memory: this explicit path stores the (..., L, S) scores and weights, so it grows with
+    L * S: B=4, H=8, L=S=4096 in float32 needs about 4 GiB. ``MultiHeadAttention`` with
+    ``need_weights=False`` uses PyTorch's fused kernel instead, which does not.
+    """
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(name, x, min_ndim=2)
+        _check_floating(name, x)
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"query and key must have the same feature size E, got query (..., L, {query.shape[-1]}) "
+            f"and key (..., S, {key.shape[-1]})"
+        )
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(
+            f"key and value must have the same length S, got key (..., {key.shape[-2]}, E) "
+            f"and value (..., {value.shape[-2]}, Ev)"
+        )
+    if not query.dtype == key.dtype == value.dtype:
+        raise TypeError(f"query, key and value must share a dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if is_causal and attn_mask is not None:
+        raise ValueError("pass either attn_mask or is_causal=True, not both (combine them into one mask)")
+
+    L, S = query.shape[-2], key.shape[-2]
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query @ key.transpose(-2, -1) * scale  # (..., L, E) @ (..., E, S) -> (..., L, S)
+
+    if is_causal:
+        attn_mask = causal_mask(L, S, device=query.device)
+    empty_rows = None
+    if attn_mask is not None:
+        mask = _mask_to_allowed_or_bias("attn_mask", attn_mask, scores.shape, scores.dtype)
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+            empty_rows = ~mask.any(dim=-1, keepdim=True)
+        else:
+            scores = scores + mask
+            empty_rows = torch.isneginf(mask).all(dim=-1, keepdim=True)
+    weights = _softmax_with_empty_rows(scores, empty_rows)  # (..., L, S)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    out = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    return out, weights
+
+
+# --- head layouts -------------------------------------------------------------------------
+
+
+def split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """Cut the features of every token into ``num_heads`` heads.
+
+    Head ``h`` holds features ``h*Dh:(h+1)*Dh``. Reshape first, *then* swap L and H:
+    reshaping straight to (B, H, L, Dh) would mix tokens across heads.
+
+    Shapes:
+        x (B, L, D) -> (B, H, L, Dh)
+    """
+    _check_tensor("x", x, ndim=3)
+    B, L, D = x.shape
+    H = _check_num_heads(num_heads, D, "the feature size D of x")
+    return x.reshape(B, L, H, D // H).transpose(1, 2)  # (B, L, D) -> (B, L, H, Dh) -> (B, H, L, Dh)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """Put the heads back side by side: the inverse of :func:`split_heads`.
+
+    Shapes:
+        x (B, H, L, Dh) -> (B, L, H*Dh)
+    """
+    _check_tensor("x", x, ndim=4)
+    B, H, L, Dh = x.shape
+    return x.transpose(1, 2).reshape(B, L, H * Dh)  # (B, H, L, Dh) -> (B, L, H, Dh) -> (B, L, H*Dh)
+
+
+def transpose_qkv(x: Tensor, num_heads: int) -> Tensor:
+    """The seeds' folded layout: heads moved into the batch axis.
+
+    Row ``b*H + h`` holds head ``h`` of sequence ``b``, so the heads of one sequence are
+    adjacent (which is why per-sequence lengths are repeated with ``repeat_interleave``).
+
+    Shapes:
+        x (B, L, D) -> (B*H, L, Dh)
+    """
+    heads = split_heads(x, num_heads)  # (B, H, L, Dh)
+    B, H, L, Dh = heads.shape
+    return heads.reshape(B * H, L, Dh)  # (B, H, L, Dh) -> (B*H, L, Dh)
+
+
+def transpose_output(x: Tensor, num_heads: int) -> Tensor:
+    """The inverse of :func:`transpose_qkv`.
+
+    Shapes:
+        x (B*H, L, Dh) -> (B, L, H*Dh)
+    """
+    _check_tensor("x", x, ndim=3)
+    BH, L, Dh = x.shape
+    H = _check_num_heads(num_heads, BH, "the first dimension B*H of x")
+    return merge_heads(x.reshape(BH // H, H, L, Dh))  # (B*H, L, Dh) -> (B, H, L, Dh) -> (B, L, H*Dh)

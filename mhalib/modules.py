@@ -1,0 +1,246 @@
+"""``MultiHeadAttention``: a thin module that owns the four projections and calls the functions.
+
+Shapes:
+    B batch, H heads, L query length, S key/value length, D = embed_dim, Dh = D // H.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .functional import (
+    _check_floating,
+    _check_num_heads,
+    _check_tensor,
+    _check_valid_lens,
+    _mask_to_allowed_or_bias,
+    causal_mask,
+    merge_heads,
+    padding_mask,
+    scaled_dot_product_attention,
+    split_heads,
+)
+
+__all__ = ["MultiHeadAttention"]
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention, batch first, with the course's mask convention (True = may attend).
+
+    ::
+
+        q, k, v = q_proj(query), k_proj(key), v_proj(value)        # (B, L|S, D)
+        q, k, v = split_heads(q), split_heads(k), split_heads(v)   # (B, H, L|S, Dh)
+        out_h, weights = attention(q, k, v, mask)                  # (B, H, L, Dh), (B, H, L, S)
+        out = out_proj(merge_heads(out_h))                         # (B, L, D)
+
+    Shapes:
+        query (B, L, embed_dim), key (B, S, kdim), value (B, S, vdim)
+        attn_mask: bool (True = may attend) or float (added), shaped (L, S), (B, L, S),
+            (B*H, L, S) as in ``torch.nn.MultiheadAttention``, or anything that
+            broadcasts to (B, H, L, S)
+        valid_lens: (B,) or (B, L) integer lengths; keys at positions >= length are padding
+        -> out (B, L, embed_dim), weights (B, H, L, S) per head, or None
+
+    With ``need_weights=False`` the forward pass runs PyTorch's fused
+    ``scaled_dot_product_attention`` on (B, H, L, Dh) tensors, which never stores the
+    (L, S) weights; with ``need_weights=True`` it runs the explicit
+    :func:`mhalib.scaled_dot_product_attention`, whose weights you can look at (about
+    4 GiB of them at B=4, H=8, L=S=4096 in float32).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        _check_num_heads(num_heads, embed_dim, "embed_dim")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.kdim = embed_dim if kdim is None else kdim
+        self.vdim = embed_dim if vdim is None else vdim
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)  # W_q
+        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)  # W_k
+        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)  # W_v
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)  # W_o
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        # As torch.nn.MultiheadAttention: Xavier-uniform projections, zero biases.
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            if proj.bias is not None:
+                nn.init.zeros_(proj.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"dropout={self.dropout}, kdim={self.kdim}, vdim={self.vdim}"
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attn_mask: Tensor | None = None,
+        valid_lens: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        self._check_inputs(query, key, value)
+        B, L, _ = query.shape
+        S = key.shape[1]
+        H = self.num_heads
+
+        q = split_heads(self.q_proj(query), H)  # (B, L, D) -> (B, H, L, Dh)
+        k = split_heads(self.k_proj(key), H)  # (B, S, kdim) -> (B, S, D) -> (B, H, S, Dh)
+        v = split_heads(self.v_proj(value), H)  # (B, S, vdim) -> (B, S, D) -> (B, H, S, Dh)
+
+        mask = self._combined_mask(attn_mask, valid_lens, is_causal, B, L, S, q.dtype, q.device)
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            causal_only = is_causal and mask is None
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p, is_causal=causal_only)
+        else:
+            out, weights = self._fused_attention(q, k, v, mask, is_causal, dropout_p), None
+        out = self.out_proj(merge_heads(out))  # (B, H, L, Dh) -> (B, L, D) -> (B, L, D)
+        return out, weights
+
+    # --- helpers of forward ----------------------------------------------------------
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+        for name, x, width, width_name in (
+            ("query", query, self.embed_dim, "embed_dim"),
+            ("key", key, self.kdim, "kdim"),
+            ("value", value, self.vdim, "vdim"),
+        ):
+            _check_tensor(name, x, ndim=3)
+            _check_floating(name, x)
+            if x.shape[-1] != width:
+                raise ValueError(f"{name} must have {width_name}={width} features (B, *, {width}), got shape {tuple(x.shape)}")
+        if not query.shape[0] == key.shape[0] == value.shape[0]:
+            raise ValueError(
+                f"query, key and value must share the batch size B, got {query.shape[0]}, {key.shape[0]}, {value.shape[0]}"
+            )
+        if key.shape[1] != value.shape[1]:
+            raise ValueError(f"key and value must have the same length S, got {key.shape[1]} and {value.shape[1]}")
+
+    def _combined_mask(
+        self,
+        attn_mask: Tensor | None,
+        valid_lens: Tensor | None,
+        is_causal: bool,
+        B: int,
+        L: int,
+        S: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> Tensor | None:
+        """One mask broadcastable to (B, H, L, S): bool, or float when attn_mask is float.
+
+        Returns None when only ``is_causal`` is set, so the fused path can use PyTorch's
+        own causal kernel instead of an explicit mask.
+        """
+        H = self.num_heads
+        mask = None
+        if attn_mask is not None:
+            _check_tensor("attn_mask", attn_mask)
+            if attn_mask.dim() == 3 and attn_mask.shape[0] == B * H and H > 1:
+                attn_mask = attn_mask.reshape(B, H, L, S)  # PyTorch's (B*H, L, S) -> (B, H, L, S)
+            elif attn_mask.dim() == 3:
+                attn_mask = attn_mask.unsqueeze(1)  # (B, L, S) -> (B, 1, L, S), one mask for every head
+            mask = _mask_to_allowed_or_bias("attn_mask", attn_mask, torch.Size((B, H, L, S)), dtype)
+        if valid_lens is not None:
+            _check_valid_lens(valid_lens, B, L)
+            mask = _and(mask, padding_mask(valid_lens, S))  # (B, 1, 1|L, S)
+        if is_causal and mask is not None:
+            mask = _and(mask, causal_mask(L, S, device=device))  # (L, S)
+        return mask
+
+    def _fused_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float
+    ) -> Tensor:
+        """PyTorch's fused kernel on 4-D (B, H, L, Dh) tensors (3-D input falls back to a slow path)."""
+        if mask is None:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        # Rows with nothing to attend to: zero output, as on the explicit path.
+        allowed = mask if mask.dtype == torch.bool else ~torch.isneginf(mask)
+        empty_rows = ~allowed.any(dim=-1, keepdim=True)  # (B|1, H|1, L|1, 1)
+        return out.masked_fill(empty_rows, 0.0) if bool(empty_rows.any()) else out
+
+    # --- conversion to and from torch.nn.MultiheadAttention -----------------------------
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
+        """A copy of a ``torch.nn.MultiheadAttention`` that gives the same outputs.
+
+        PyTorch packs W_q, W_k, W_v into one ``in_proj_weight`` of shape (3*D, D) when
+        query, key and value have the same width; this splits it into three. Our module
+        is batch first whatever ``module.batch_first`` says. Remember that PyTorch's
+        boolean masks mean the opposite (True = may *not* attend).
+        """
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(f"module must be a torch.nn.MultiheadAttention, got {type(module).__name__}")
+        if module.bias_k is not None or module.add_zero_attn:
+            raise ValueError("add_bias_kv and add_zero_attn are not supported by mhalib.MultiHeadAttention")
+        has_bias = module.in_proj_bias is not None
+        mine = cls(module.embed_dim, module.num_heads, module.dropout, has_bias, module.kdim, module.vdim)
+        D = module.embed_dim
+        if module._qkv_same_embed_dim:
+            w_q, w_k, w_v = module.in_proj_weight.detach().split(D)  # (3D, D) -> 3 x (D, D)
+        else:
+            w_q, w_k, w_v = (w.detach() for w in (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight))
+        biases = module.in_proj_bias.detach().split(D) if has_bias else (None, None, None)
+        with torch.no_grad():
+            for proj, w, b in zip((mine.q_proj, mine.k_proj, mine.v_proj), (w_q, w_k, w_v), biases):
+                proj.weight.copy_(w)
+                if b is not None:
+                    proj.bias.copy_(b)
+            mine.out_proj.weight.copy_(module.out_proj.weight)
+            if has_bias:
+                mine.out_proj.bias.copy_(module.out_proj.bias)
+        return mine.to(module.out_proj.weight.dtype)
+
+    def to_torch(self) -> nn.MultiheadAttention:
+        """A ``torch.nn.MultiheadAttention(batch_first=True)`` with the same weights."""
+        has_bias = self.q_proj.bias is not None
+        dtype = self.q_proj.weight.dtype
+        theirs = nn.MultiheadAttention(
+            self.embed_dim, self.num_heads, self.dropout, has_bias, kdim=self.kdim, vdim=self.vdim, batch_first=True, dtype=dtype
+        )
+        with torch.no_grad():
+            if theirs._qkv_same_embed_dim:
+                theirs.in_proj_weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]))
+            else:
+                theirs.q_proj_weight.copy_(self.q_proj.weight)
+                theirs.k_proj_weight.copy_(self.k_proj.weight)
+                theirs.v_proj_weight.copy_(self.v_proj.weight)
+            if has_bias:
+                theirs.in_proj_bias.copy_(torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+                theirs.out_proj.bias.copy_(self.out_proj.bias)
+            theirs.out_proj.weight.copy_(self.out_proj.weight)
+        return theirs.train(self.training)
+
+
+def _and(mask: Tensor | None, allowed: Tensor) -> Tensor:
+    """Combine a bool or float mask with a bool one (True = may attend)."""
+    if mask is None:
+        return allowed
+    if mask.dtype == torch.bool:
+        return mask & allowed
+    return mask.masked_fill(~allowed, float("-inf"))
