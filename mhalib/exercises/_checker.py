@@ -161,15 +161,22 @@ def _changed_inputs(before: tuple, after: tuple, names: list[str]) -> list[str]:
 
 
 def _where_in_learner_code(fn: Callable, exc: BaseException) -> str:
-    """'line 3: scores = ...' for the deepest frame in the learner's own code (no file path)."""
+    """'line 3 of your function: ...' for the deepest frame in the learner's own file (no path).
+
+    Lines are counted from the function's ``def`` line (decorators aside), which is what a
+    learner sees in a notebook cell.
+    """
     code = getattr(fn, "__code__", None)
     filename = getattr(code, "co_filename", None)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename and f.name == code.co_name]
     if not frames:
         return ""
     frame = frames[-1]
     line = (frame.line or "").strip()
-    return f"line {frame.lineno} of your function: {line}" if line else f"line {frame.lineno} of your function"
+    number = frame.lineno - code.co_firstlineno + 1  # counted from the `def` line, as in the cell
+    if number < 1:  # the frame is elsewhere in the learner's file (a helper above the function)
+        return ""
+    return f"line {number} of your function: {line}" if line else f"line {number} of your function"
 
 
 # --- comparing and showing tensors ------------------------------------------------------

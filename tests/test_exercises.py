@@ -1,0 +1,999 @@
+"""Tests of the exercise checker ``mhalib.exercises``.
+
+The wrong answers below are written the way learners write them, independently of the
+checker's own catalogue of mistakes (``mhalib/exercises/catalogue.py``), so these tests
+show that the checker really recognises them. Run ``python tests/test_exercises.py`` for
+the table: per exercise, how many wrong answers were caught with their targeted message.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mhalib
+from mhalib.exercises import EXERCISES, CheckResult
+from mhalib.exercises import solutions as sol
+
+NEG_INF = float("-inf")
+
+
+def check(exercise_id: str, fn, **kwargs) -> CheckResult:
+    return EXERCISES[exercise_id].check(fn, show=False, **kwargs)
+
+
+def stub(*args):
+    raise NotImplementedError("replace this line with your code")
+
+
+# =============================================================================================
+# Learner-style answers, right and wrong, per exercise
+# =============================================================================================
+
+# --- masked_softmax ------------------------------------------------------------------------
+
+
+def _allowed(scores, valid_lens):
+    """The (B, 1|L, S) mask most learners build."""
+    S = scores.shape[-1]
+    lens = valid_lens if valid_lens.dim() == 2 else valid_lens[:, None]
+    return torch.arange(S)[None, None, :] < lens[:, :, None]
+
+
+def ms_wrong_axis(scores, valid_lens):
+    if valid_lens is None:
+        return torch.softmax(scores, dim=1)
+    scores = scores.masked_fill(~_allowed(scores, valid_lens), -1e9)
+    return torch.softmax(scores, dim=1)
+
+
+def ms_d2l_minus_1e6(scores, valid_lens):
+    # The classic: flatten, fill with -1e6. Empty rows come out uniform.
+    if valid_lens is None:
+        return F.softmax(scores, dim=-1)
+    shape = scores.shape
+    if valid_lens.dim() == 1:
+        valid_lens = torch.repeat_interleave(valid_lens, shape[1])
+    else:
+        valid_lens = valid_lens.reshape(-1)
+    X = scores.reshape(-1, shape[-1]).clone()
+    mask = torch.arange(shape[-1])[None, :] < valid_lens[:, None]
+    X[~mask] = -1e6
+    return F.softmax(X.reshape(shape), dim=-1)
+
+
+def ms_tiled_lengths(scores, valid_lens):
+    # Same flattening, but `repeat` instead of `repeat_interleave` (and empty rows handled).
+    if valid_lens is None:
+        return F.softmax(scores, dim=-1)
+    shape = scores.shape
+    valid_lens = valid_lens.repeat(shape[1]) if valid_lens.dim() == 1 else valid_lens.reshape(-1)
+    X = scores.reshape(-1, shape[-1])
+    mask = torch.arange(shape[-1])[None, :] < valid_lens[:, None]
+    weights = F.softmax(X.masked_fill(~mask, -1e9), dim=-1) * mask
+    return weights.reshape(shape)
+
+
+def ms_minus_inf_nan(scores, valid_lens):
+    if valid_lens is None:
+        return torch.softmax(scores, dim=-1)
+    return torch.softmax(scores.masked_fill(~_allowed(scores, valid_lens), NEG_INF), dim=-1)
+
+
+def ms_inverted(scores, valid_lens):
+    if valid_lens is None:
+        return torch.softmax(scores, dim=-1)
+    S = scores.shape[-1]
+    lens = valid_lens if valid_lens.dim() == 2 else valid_lens[:, None]
+    padding = torch.arange(S)[None, None, :] < lens[:, :, None]  # "True = padding", but it is not
+    return torch.nan_to_num(torch.softmax(scores.masked_fill(padding, NEG_INF), dim=-1))
+
+
+def ms_off_by_one(scores, valid_lens):
+    if valid_lens is None:
+        return torch.softmax(scores, dim=-1)
+    S = scores.shape[-1]
+    lens = valid_lens if valid_lens.dim() == 2 else valid_lens[:, None]
+    allowed = torch.arange(S)[None, None, :] <= lens[:, :, None]
+    return torch.softmax(scores.masked_fill(~allowed, -1e9), dim=-1)
+
+
+def ms_mask_after_softmax(scores, valid_lens):
+    weights = torch.softmax(scores, dim=-1)
+    if valid_lens is None:
+        return weights
+    return weights * _allowed(scores, valid_lens)
+
+
+def ms_zero_fill(scores, valid_lens):
+    if valid_lens is None:
+        return torch.softmax(scores, dim=-1)
+    return torch.softmax(scores * _allowed(scores, valid_lens), dim=-1)
+
+
+def ms_ignores_lengths(scores, valid_lens):
+    return torch.softmax(scores, dim=-1)
+
+
+def ms_right_loop(scores, valid_lens):
+    B, L, S = scores.shape
+    out = torch.zeros_like(scores)
+    for b in range(B):
+        for i in range(L):
+            n = S if valid_lens is None else int(valid_lens[b] if valid_lens.dim() == 1 else valid_lens[b, i])
+            if n > 0:
+                out[b, i, :n] = torch.softmax(scores[b, i, :n], dim=0)
+    return out
+
+
+def ms_right_large_negative(scores, valid_lens):
+    # -1e9 fill is fine here because the weights are multiplied by the mask afterwards.
+    if valid_lens is None:
+        return torch.softmax(scores, dim=-1)
+    allowed = _allowed(scores, valid_lens)
+    return torch.softmax(scores.masked_fill(~allowed, -1e9), dim=-1) * allowed
+
+
+def ms_right_nan_to_num(scores, valid_lens):
+    if valid_lens is None:
+        return torch.softmax(scores, dim=-1)
+    weights = torch.softmax(scores.masked_fill(~_allowed(scores, valid_lens), NEG_INF), dim=-1)
+    return torch.nan_to_num(weights, nan=0.0)
+
+
+# --- scaled_dot_product_attention --------------------------------------------------------------
+
+
+def sdpa_no_scale(q, k, v, mask=None):
+    scores = torch.bmm(q, k.transpose(1, 2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, NEG_INF)
+    weights = torch.softmax(scores, dim=-1)
+    return torch.bmm(weights, v), weights
+
+
+def sdpa_scaled_by_d(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / q.shape[-1]
+    if mask is not None:
+        scores = scores.masked_fill(mask == 0, -1e9)
+    weights = scores.softmax(-1)
+    return weights @ v, weights
+
+
+def sdpa_times_sqrt_d(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) * math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, NEG_INF)
+    weights = scores.softmax(-1)
+    return weights @ v, weights
+
+
+def sdpa_scaled_by_value_size(q, k, v, mask=None):
+    d = v.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, NEG_INF)
+    weights = scores.softmax(-1)
+    return weights @ v, weights
+
+
+def sdpa_wrong_axis(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -1e9)
+    weights = torch.softmax(scores, dim=1)
+    return weights @ v, weights
+
+
+def sdpa_inverted_mask(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(mask, -1e9)  # as if True meant "masked"
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def sdpa_bool_mask_added(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores + mask.float()
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def sdpa_masked_after_softmax(q, k, v, mask=None):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    if mask is not None:
+        weights = weights * mask
+    return weights @ v, weights
+
+
+def sdpa_only_out(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, NEG_INF)
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def sdpa_swapped(q, k, v, mask=None):
+    out, weights = sol.solution_scaled_dot_product_attention(q, k, v, mask)
+    return weights, out
+
+
+def sdpa_right_einsum(q, k, v, mask=None):
+    scores = torch.einsum("ble,bse->bls", q, k) / q.shape[-1] ** 0.5
+    if mask is not None:
+        scores = torch.where(mask, scores, torch.tensor(-1e9, dtype=scores.dtype))
+    weights = scores.softmax(dim=-1)
+    return torch.einsum("bls,bsv->blv", weights, v), weights
+
+
+def sdpa_right_float_mask(q, k, v, mask=None):
+    scores = q @ k.mT / math.sqrt(q.size(-1))
+    if mask is not None:
+        bias = torch.zeros(mask.shape, dtype=q.dtype).masked_fill(~mask, NEG_INF)
+        scores = scores + bias
+    weights = F.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+# --- causal_mask -------------------------------------------------------------------------------
+
+
+def causal_diagonal_excluded(L):
+    return torch.tril(torch.ones(L, L, dtype=torch.bool), diagonal=-1)
+
+
+def causal_triu(L):
+    return torch.triu(torch.ones(L, L)).bool()
+
+
+def causal_inverted(L):
+    return ~torch.tril(torch.ones(L, L)).bool()
+
+
+def causal_float(L):
+    return torch.tril(torch.ones(L, L))
+
+
+def causal_int(L):
+    return torch.tril(torch.ones(L, L, dtype=torch.long))
+
+
+def causal_additive(L):
+    return torch.triu(torch.full((L, L), float("-inf")), diagonal=1)
+
+
+def causal_loop_strict(L):
+    mask = torch.zeros(L, L, dtype=torch.bool)
+    for i in range(L):
+        for j in range(L):
+            mask[i, j] = j < i
+    return mask
+
+
+def causal_right_tril_ones(L):
+    return torch.tril(torch.ones(L, L)).bool()
+
+
+def causal_right_arange(L):
+    i = torch.arange(L)
+    return i[:, None] >= i[None, :]
+
+
+def causal_right_loop(L):
+    mask = torch.zeros(L, L, dtype=torch.bool)
+    for i in range(L):
+        mask[i, : i + 1] = True
+    return mask
+
+
+# --- split_heads / merge_heads ------------------------------------------------------------------
+
+
+def split_view_no_transpose(x, num_heads):
+    B, L, D = x.shape
+    return x.view(B, num_heads, L, D // num_heads)
+
+
+def split_transpose_first(x, num_heads):
+    B, L, D = x.shape
+    return x.transpose(1, 2).reshape(B, num_heads, L, D // num_heads)
+
+
+def split_strided(x, num_heads):
+    B, L, D = x.shape
+    return x.reshape(B, L, D // num_heads, num_heads).permute(0, 3, 1, 2)
+
+
+def split_forgot_transpose(x, num_heads):
+    B, L, D = x.shape
+    return x.reshape(B, L, num_heads, D // num_heads)
+
+
+def split_wrong_axes(x, num_heads):
+    B, L, D = x.shape
+    return x.reshape(B, L, num_heads, -1).permute(0, 1, 3, 2)
+
+
+def split_h_dh_swapped(x, num_heads):
+    B, L, D = x.shape
+    return x.reshape(B, L, -1, num_heads).transpose(1, 2)
+
+
+def split_right_permute(x, num_heads):
+    B, L, D = x.shape
+    return x.view(B, L, num_heads, D // num_heads).permute(0, 2, 1, 3)
+
+
+def split_right_chunks(x, num_heads):
+    return torch.stack(x.chunk(num_heads, dim=-1), dim=1)
+
+
+def split_right_loop(x, num_heads):
+    Dh = x.shape[-1] // num_heads
+    return torch.stack([x[:, :, h * Dh : (h + 1) * Dh] for h in range(num_heads)], dim=1)
+
+
+def merge_no_transpose(x):
+    B, H, L, Dh = x.shape
+    return x.reshape(B, L, H * Dh)
+
+
+def merge_view_after_transpose(x):
+    B, H, L, Dh = x.shape
+    return x.transpose(1, 2).view(B, L, H * Dh)
+
+
+def merge_strided(x):
+    B, H, L, Dh = x.shape
+    return x.permute(0, 2, 3, 1).reshape(B, L, -1)
+
+
+def merge_not_flattened(x):
+    return x.permute(0, 2, 1, 3)
+
+
+def merge_cat_tokens(x):
+    return torch.cat(x.unbind(dim=1), dim=1)
+
+
+def merge_wrong_axes(x):
+    B, H, L, Dh = x.shape
+    return x.transpose(-1, -2).reshape(B, L, -1)
+
+
+def merge_right_cat(x):
+    return torch.cat([x[:, h] for h in range(x.shape[1])], dim=-1)
+
+
+def merge_right_contiguous_view(x):
+    B, H, L, Dh = x.shape
+    return x.transpose(1, 2).contiguous().view(B, L, H * Dh)
+
+
+def merge_right_flatten(x):
+    return x.permute(0, 2, 1, 3).flatten(2)
+
+
+# --- transpose_qkv / transpose_output -----------------------------------------------------------
+
+
+def tqkv_no_transpose(x, num_heads):
+    B, L, D = x.shape
+    return x.reshape(B * num_heads, L, D // num_heads)
+
+
+def tqkv_split_cat(x, num_heads):
+    # A popular one-liner; it orders the rows head-major (h*B + b).
+    return torch.cat(torch.split(x, x.shape[-1] // num_heads, dim=-1), dim=0)
+
+
+def tqkv_view_after_transpose(x, num_heads):
+    B, L, D = x.shape
+    x = x.view(B, L, num_heads, D // num_heads).transpose(1, 2)
+    return x.view(B * num_heads, L, D // num_heads)
+
+
+def tqkv_strided(x, num_heads):
+    B, L, D = x.shape
+    return x.reshape(B, L, -1, num_heads).permute(0, 3, 1, 2).reshape(B * num_heads, L, -1)
+
+
+def tqkv_not_folded(x, num_heads):
+    B, L, D = x.shape
+    return x.reshape(B, L, num_heads, -1).transpose(1, 2)
+
+
+def tqkv_transpose_first(x, num_heads):
+    B, L, D = x.shape
+    return x.permute(0, 2, 1).reshape(B * num_heads, L, -1)
+
+
+def tqkv_right_split_heads(x, num_heads):
+    return mhalib.split_heads(x, num_heads).flatten(0, 1)
+
+
+def tqkv_right_loop(x, num_heads):
+    Dh = x.shape[-1] // num_heads
+    rows = [x[b, :, h * Dh : (h + 1) * Dh] for b in range(x.shape[0]) for h in range(num_heads)]
+    return torch.stack(rows)
+
+
+def tout_no_transpose(x, num_heads):
+    BH, L, Dh = x.shape
+    return x.reshape(BH // num_heads, L, num_heads * Dh)
+
+
+def tout_split_cat(x, num_heads):
+    # Inverse of the split/cat one-liner: assumes rows h*B + b.
+    B = x.shape[0] // num_heads
+    return torch.cat(torch.split(x, B, dim=0), dim=-1)
+
+
+def tout_view_after_transpose(x, num_heads):
+    BH, L, Dh = x.shape
+    x = x.view(-1, num_heads, L, Dh).transpose(1, 2)
+    return x.view(BH // num_heads, L, -1)
+
+
+def tout_strided(x, num_heads):
+    BH, L, Dh = x.shape
+    return x.reshape(-1, num_heads, L, Dh).permute(0, 2, 3, 1).reshape(BH // num_heads, L, -1)
+
+
+def tout_not_flattened(x, num_heads):
+    BH, L, Dh = x.shape
+    return x.reshape(-1, num_heads, L, Dh).permute(0, 2, 1, 3)
+
+
+def tout_wrong_axes(x, num_heads):
+    BH, L, Dh = x.shape
+    return x.reshape(-1, num_heads, L, Dh).transpose(2, 3).reshape(BH // num_heads, L, -1)
+
+
+def tout_right_loop(x, num_heads):
+    B = x.shape[0] // num_heads
+    return torch.stack([torch.cat([x[b * num_heads + h] for h in range(num_heads)], dim=-1) for b in range(B)])
+
+
+def tout_right_merge(x, num_heads):
+    BH, L, Dh = x.shape
+    return mhalib.merge_heads(x.unflatten(0, (BH // num_heads, num_heads)))
+
+
+# --- repeat_valid_lens ---------------------------------------------------------------------------
+
+
+def rvl_repeat(valid_lens, num_heads):
+    return valid_lens.repeat(num_heads) if valid_lens.dim() == 1 else valid_lens.repeat(num_heads, 1)
+
+
+def rvl_cat_copies(valid_lens, num_heads):
+    return torch.cat([valid_lens] * num_heads, dim=0)
+
+
+def rvl_no_dim(valid_lens, num_heads):
+    return valid_lens.repeat_interleave(num_heads)
+
+
+def rvl_last_dim(valid_lens, num_heads):
+    return torch.repeat_interleave(valid_lens, num_heads, dim=-1)
+
+
+def rvl_multiplied(valid_lens, num_heads):
+    return valid_lens * num_heads
+
+
+def rvl_unchanged(valid_lens, num_heads):
+    return valid_lens
+
+
+def rvl_float(valid_lens, num_heads):
+    return valid_lens.float().repeat_interleave(num_heads, dim=0)
+
+
+def rvl_right_expand(valid_lens, num_heads):
+    B = valid_lens.shape[0]
+    return valid_lens.unsqueeze(1).expand(B, num_heads, *valid_lens.shape[1:]).reshape(B * num_heads, *valid_lens.shape[1:])
+
+
+def rvl_right_loop(valid_lens, num_heads):
+    return torch.stack([row for row in valid_lens for _ in range(num_heads)])
+
+
+# --- multi_head_attention ------------------------------------------------------------------------
+
+
+def _heads(x, H):
+    B, n, D = x.shape
+    return x.reshape(B, n, H, D // H).transpose(1, 2)  # (B, H, n, Dh)
+
+
+def _mha(query, key, value, W_q, W_k, W_v, W_o, H, valid_lens, *, proj=None, scale=None, use_wo=True,
+         split=_heads, lens_rows=None, dim=-1, ignore_lens=False):
+    """A d2l-style multi-head attention in which each keyword makes one slip."""
+    proj = proj or (lambda x, W: x @ W.T)
+    B, L, D = query.shape
+    S = key.shape[1]
+    q, k, v = split(proj(query, W_q), H), split(proj(key, W_k), H), split(proj(value, W_v), H)  # (B, H, n, Dh)
+    scores = q @ k.transpose(-2, -1) / (scale if scale is not None else math.sqrt(D // H))
+    scores = scores.reshape(B * H, L, S)  # fold the heads into the batch: row b*H + h
+    if valid_lens is not None and not ignore_lens:
+        lens = (lens_rows or (lambda v: v.repeat_interleave(H, dim=0)))(valid_lens)  # (B*H,) or (B*H, L)
+        per_query = lens[:, None] if lens.dim() == 1 else lens
+        scores = scores.masked_fill(~(torch.arange(S) < per_query[:, :, None]), -1e9)
+    weights = torch.softmax(scores, dim=dim).reshape(B, H, L, S)
+    out = weights @ v  # (B, H, L, Dh)
+    out = out.transpose(1, 2).reshape(B, L, D) if split is _heads else out.reshape(B, L, D)
+    return proj(out, W_o) if use_wo else out
+
+
+def mha_x_at_w(*a):
+    return _mha(*a, proj=lambda x, W: x @ W)
+
+
+def mha_forgot_wo(*a):
+    return _mha(*a, use_wo=False)
+
+
+def mha_scaled_sqrt_d(query, *a):
+    return _mha(query, *a, scale=math.sqrt(query.shape[-1]))
+
+
+def mha_no_scale(*a):
+    return _mha(*a, scale=1.0)
+
+
+def mha_interleaved(*a):
+    return _mha(*a, split=lambda x, H: x.reshape(x.shape[0], H, x.shape[1], -1))
+
+
+def mha_repeat_lengths(query, key, value, W_q, W_k, W_v, W_o, H, valid_lens=None):
+    return _mha(query, key, value, W_q, W_k, W_v, W_o, H, valid_lens,
+                lens_rows=lambda v: v.repeat(H) if v.dim() == 1 else v.repeat(H, 1))
+
+
+def mha_ignores_lengths(*a):
+    return _mha(*a, ignore_lens=True)
+
+
+def mha_wrong_axis(*a):
+    return _mha(*a, dim=-2)
+
+
+def mha_right_d2l(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q = mhalib.transpose_qkv(query @ W_q.T, num_heads)  # (B*H, L, Dh)
+    k = mhalib.transpose_qkv(key @ W_k.T, num_heads)
+    v = mhalib.transpose_qkv(value @ W_v.T, num_heads)
+    scores = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])
+    lens = None if valid_lens is None else torch.repeat_interleave(valid_lens, num_heads, dim=0)
+    out = mhalib.masked_softmax(scores, lens) @ v
+    return F.linear(mhalib.transpose_output(out, num_heads), W_o)
+
+
+def mha_right_loop_heads(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    D = query.shape[-1]
+    Dh = D // num_heads
+    mask = None if valid_lens is None else mhalib.padding_mask(valid_lens, key.shape[1])[:, 0]  # (B, 1|L, S)
+    outs = []
+    for h in range(num_heads):
+        rows = slice(h * Dh, (h + 1) * Dh)  # head h's rows of each W (out, in)
+        q, k, v = query @ W_q[rows].T, key @ W_k[rows].T, value @ W_v[rows].T
+        scores = torch.einsum("bld,bsd->bls", q, k) / math.sqrt(Dh)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, -1e9)  # lengths are >= 1: no empty rows
+        outs.append(scores.softmax(-1) @ v)
+    return torch.cat(outs, dim=-1) @ W_o.T
+
+
+def mha_right_torch_module(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    D = query.shape[-1]
+    m = mhalib.MultiHeadAttention(D, num_heads, bias=False).to(query.dtype)
+    with torch.no_grad():
+        for proj, W in zip((m.q_proj, m.k_proj, m.v_proj, m.out_proj), (W_q, W_k, W_v, W_o)):
+            proj.weight.copy_(W)
+    return m(query, key, value, valid_lens=valid_lens, need_weights=False)[0].detach()
+
+
+# =============================================================================================
+# The tables: wrong answers with the phrase their feedback must contain; right answers
+# =============================================================================================
+
+WRONG = {
+    "masked_softmax": [
+        (ms_wrong_axis, "softmax over the wrong axis"),
+        (ms_d2l_minus_1e6, "came out uniform"),
+        (ms_tiled_lengths, "repeat_interleave"),
+        (ms_minus_inf_nan, "came out NaN"),
+        (ms_inverted, "the mask is inverted"),
+        (ms_off_by_one, "off by one"),
+        (ms_mask_after_softmax, "after the softmax"),
+        (ms_zero_fill, "exp(0) = 1"),
+        (ms_ignores_lengths, "ignore valid_lens"),
+    ],
+    "scaled_dot_product_attention": [
+        (sdpa_no_scale, "did you forget the scale"),
+        (sdpa_scaled_by_d, "divided the scores by E instead of sqrt(E)"),
+        (sdpa_times_sqrt_d, "multiplied by sqrt(E)"),
+        (sdpa_scaled_by_value_size, "value size sqrt(Ev)"),
+        (sdpa_wrong_axis, "softmax over the wrong axis"),
+        (sdpa_inverted_mask, "mask polarity is inverted"),
+        (sdpa_bool_mask_added, "added the boolean mask"),
+        (sdpa_masked_after_softmax, "after the softmax"),
+        (sdpa_only_out, "returned only `out`"),
+        (sdpa_swapped, "return (out, weights), in that order"),
+    ],
+    "causal_mask": [
+        (causal_diagonal_excluded, "the diagonal is False"),
+        (causal_loop_strict, "the diagonal is False"),
+        (causal_triu, "allowed the future"),
+        (causal_inverted, "True marks the future"),
+        (causal_float, "as float numbers"),
+        (causal_int, "as integers"),
+        (causal_additive, "additive float mask"),
+    ],
+    "split_heads": [
+        (split_view_no_transpose, "heads look interleaved"),
+        (split_transpose_first, "transposed before reshaping"),
+        (split_strided, "strided cut"),
+        (split_forgot_transpose, "you returned (B, L, H, Dh)"),
+        (split_wrong_axes, "wrong pair of axes"),
+        (split_h_dh_swapped, "Dh groups of H"),
+    ],
+    "merge_heads": [
+        (merge_no_transpose, "heads look interleaved"),
+        (merge_view_after_transpose, "`view` cannot flatten a transposed tensor", "error"),
+        (merge_strided, "ordered (Dh, H)"),
+        (merge_not_flattened, "4-D (B, L, H, Dh)"),
+        (merge_cat_tokens, "along the token axis"),
+        (merge_wrong_axes, "wrong pair of axes"),
+    ],
+    "transpose_qkv": [
+        (tqkv_no_transpose, "heads look interleaved"),
+        (tqkv_split_cat, "head-major"),
+        (tqkv_view_after_transpose, "`view` cannot flatten a transposed tensor", "error"),
+        (tqkv_strided, "strided cut"),
+        (tqkv_not_folded, "fold the heads into the batch"),
+        (tqkv_transpose_first, "transposed before reshaping"),
+    ],
+    "transpose_output": [
+        (tout_no_transpose, "heads look interleaved"),
+        (tout_split_cat, "head-major"),
+        (tout_view_after_transpose, "`view` cannot flatten a transposed tensor", "error"),
+        (tout_strided, "ordered (Dh, H)"),
+        (tout_not_flattened, "4-D (B, L, H, Dh)"),
+        (tout_wrong_axes, "wrong pair of axes"),
+    ],
+    "repeat_valid_lens": [
+        (rvl_repeat, "so use `repeat_interleave`"),
+        (rvl_cat_copies, "so use `repeat_interleave`"),
+        (rvl_no_dim, "Pass dim=0"),
+        (rvl_last_dim, "wrong axis"),
+        (rvl_multiplied, "multiplied the lengths"),
+        (rvl_unchanged, "lengths unchanged"),
+        (rvl_float, "must stay integers"),
+    ],
+    "multi_head_attention": [
+        (mha_x_at_w, "x @ W.T"),
+        (mha_forgot_wo, "output projection is missing"),
+        (mha_scaled_sqrt_d, "scale by sqrt(Dh)"),
+        (mha_no_scale, "did you forget the scale"),
+        (mha_interleaved, "heads look interleaved"),
+        (mha_repeat_lengths, "use `repeat_interleave`"),
+        (mha_ignores_lengths, "ignores valid_lens"),
+        (mha_wrong_axis, "softmax over the wrong axis"),
+    ],
+}
+
+RIGHT = {
+    "masked_softmax": [ms_right_loop, ms_right_large_negative, ms_right_nan_to_num],
+    "scaled_dot_product_attention": [sdpa_right_einsum, sdpa_right_float_mask],
+    "causal_mask": [causal_right_tril_ones, causal_right_arange, causal_right_loop],
+    "split_heads": [split_right_permute, split_right_chunks, split_right_loop],
+    "merge_heads": [merge_right_cat, merge_right_contiguous_view, merge_right_flatten],
+    "transpose_qkv": [tqkv_right_split_heads, tqkv_right_loop],
+    "transpose_output": [tout_right_loop, tout_right_merge],
+    "repeat_valid_lens": [rvl_right_expand, rvl_right_loop],
+    "multi_head_attention": [mha_right_d2l, mha_right_loop_heads, mha_right_torch_module],
+}
+
+REQUIRED_IDS = {
+    "masked_softmax",
+    "scaled_dot_product_attention",
+    "causal_mask",
+    "split_heads",
+    "merge_heads",
+    "transpose_qkv",
+    "transpose_output",
+    "repeat_valid_lens",
+    "multi_head_attention",
+}
+
+
+def _wrong_cases():
+    for exercise_id, entries in WRONG.items():
+        for entry in entries:
+            fn, phrase = entry[:2]
+            status = entry[2] if len(entry) > 2 else "failed"
+            yield pytest.param(exercise_id, fn, phrase, status, id=f"{exercise_id}-{fn.__name__}")
+
+
+def _right_cases():
+    for exercise_id, fns in RIGHT.items():
+        for fn in fns:
+            yield pytest.param(exercise_id, fn, id=f"{exercise_id}-{fn.__name__}")
+
+
+# =============================================================================================
+# The tests
+# =============================================================================================
+
+
+def test_every_required_exercise_exists():
+    assert REQUIRED_IDS <= set(EXERCISES)
+    assert set(WRONG) == set(EXERCISES) == set(RIGHT)
+
+
+@pytest.mark.parametrize("exercise_id", sorted(REQUIRED_IDS))
+def test_reference_and_solution_pass(exercise_id):
+    exercise = EXERCISES[exercise_id]
+    for fn in (exercise.reference, exercise.solution_function):
+        result = check(exercise_id, fn)
+        assert result.status == "passed", result.message
+        assert bool(result) is True
+        assert result.message.startswith("✅")
+
+
+@pytest.mark.parametrize("exercise_id", sorted(REQUIRED_IDS))
+def test_stub_is_not_attempted(exercise_id):
+    result = check(exercise_id, stub)
+    assert result.status == "not_attempted"
+    assert not result
+    assert "not attempted" in result.message
+    assert "Traceback" not in result.message
+
+
+@pytest.mark.parametrize("exercise_id", sorted(REQUIRED_IDS))
+def test_catalogue_has_five_wrong_answers(exercise_id):
+    assert len(WRONG[exercise_id]) >= 5
+
+
+@pytest.mark.parametrize("exercise_id, fn, phrase, status", list(_wrong_cases()))
+def test_wrong_answer_gets_targeted_message(exercise_id, fn, phrase, status):
+    result = check(exercise_id, fn)
+    assert result.status == status, result.message
+    assert not result
+    assert phrase in result.message, result.message
+    assert "Likely mistake:" in result.message
+
+
+@pytest.mark.parametrize("exercise_id, fn", list(_right_cases()))
+def test_right_answer_written_differently_passes(exercise_id, fn):
+    result = check(exercise_id, fn)
+    assert result.status == "passed", result.message
+
+
+def test_module_catalogue_variants_are_recognised_as_themselves():
+    for exercise in EXERCISES.values():
+        for mistake in exercise.mistakes:
+            for variant in mistake.variants:
+                result = exercise.check(variant, show=False)
+                assert result.mistake == mistake.key, (exercise.id, mistake.key, result.message)
+
+
+# --- robustness: whatever the learner's function does, the check answers ----------------------
+
+
+def test_other_exception_is_an_error_with_type_message_and_line():
+    def my_causal_mask(L):
+        size = L + 1
+        raise ValueError(f"something off with {size}")
+
+    result = check("causal_mask", my_causal_mask)
+    assert result.status == "error"
+    assert "ValueError: something off with 2" in result.message
+    assert 'line 3 of your function: raise ValueError(f"something off with {size}")' in result.message
+    assert "Traceback" not in result.message
+
+
+def test_error_inside_torch_points_at_the_learners_line():
+    def my_split_heads(x, num_heads):
+        B, L, D = x.shape
+        return x.reshape(B, L, num_heads, D)  # wrong size: reshape raises
+
+    result = check("split_heads", my_split_heads)
+    assert result.status == "error"
+    assert "RuntimeError" in result.message
+    assert "line 3 of your function: return x.reshape(B, L, num_heads, D)" in result.message
+
+
+def test_wrong_shape_is_failed_with_shapes():
+    result = check("causal_mask", lambda L: torch.ones(L, L + 1, dtype=torch.bool).tril())
+    assert result.status == "failed"
+    assert "Expected mask of shape (1, 1), got shape (1, 2)" in result.message
+
+
+def test_nan_output_is_failed_with_location():
+    result = check("split_heads", lambda x, H: sol.solution_split_heads(x, H) * float("nan"))
+    assert result.status == "failed"
+    assert "contains NaN (first at index (0, 0, 0, 0))" in result.message
+
+
+def test_in_place_modification_of_an_input_is_failed():
+    def my_masked_softmax(scores, valid_lens):
+        if valid_lens is not None:
+            allowed = _allowed(scores, valid_lens)
+            scores.masked_fill_(~allowed, -1e9)  # changes the caller's scores
+            return torch.softmax(scores, dim=-1) * allowed
+        return torch.softmax(scores, dim=-1)
+
+    result = check("masked_softmax", my_masked_softmax)
+    assert result.status == "failed"
+    assert "changed its input `scores` in place" in result.message
+
+
+def test_hang_is_stopped_by_the_timeout():
+    release = threading.Event()
+
+    def my_causal_mask(L):
+        release.wait(30)  # "hangs" until the test releases it
+        return causal_right_loop(L)
+
+    try:
+        result = check("causal_mask", my_causal_mask, timeout=0.2)
+    finally:
+        release.set()
+    assert result.status == "error"
+    assert "did not return within 0.2 s" in result.message
+
+
+def test_list_instead_of_tensor_is_failed():
+    result = check("causal_mask", lambda L: [[j <= i for j in range(L)] for i in range(L)])
+    assert result.status == "failed"
+    assert "Expected mask to be a torch.Tensor, got a list" in result.message
+
+
+def test_forgotten_return_is_named():
+    def my_merge_heads(x):
+        x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+    result = check("merge_heads", my_merge_heads)
+    assert result.status == "failed"
+    assert "did you forget the `return` statement?" in result.message
+
+
+def test_float32_input_must_give_float32_output():
+    result = check("split_heads", lambda x, H: sol.solution_split_heads(x, H).double())
+    assert result.status == "failed"
+    assert "float32 input" in result.message
+    assert "Expected output of dtype torch.float32, got dtype torch.float64" in result.message
+
+
+def test_tuple_of_wrong_length():
+    result = check("scaled_dot_product_attention", lambda q, k, v, m=None: (*sol.solution_scaled_dot_product_attention(q, k, v, m), None))
+    assert result.status == "failed"
+    assert "Expected a tuple of 2 values, got a tuple of 3" in result.message
+
+
+def test_calling_instead_of_passing_the_function():
+    result = check("causal_mask", causal_right_loop(3))
+    assert result.status == "error"
+    assert "expects your function itself" in result.message
+
+
+def test_unrecognised_wrong_values_show_smallest_case_expected_and_got():
+    result = check("causal_mask", lambda L: torch.eye(L, dtype=torch.bool) | (torch.arange(L)[:, None] == L - 1))
+    assert result.status == "failed"
+    assert result.mistake is None
+    assert 'Case 3 of 4, "L = 3"' in result.message  # L = 1 and 2 happen to pass
+    assert "Expected mask:" in result.message and "Got:" in result.message
+    assert "hint()" in result.message
+
+
+# --- determinism, RNG, display -----------------------------------------------------------------
+
+
+def test_check_leaves_the_global_rng_alone_and_is_deterministic():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = check("masked_softmax", ms_d2l_minus_1e6).message
+    assert torch.equal(torch.get_rng_state(), state)
+    assert check("masked_softmax", ms_d2l_minus_1e6).message == first
+    assert "0x" not in first and "/" not in first.split("Likely mistake")[0]
+
+
+def test_result_repr_is_short_and_plain_text_printed_outside_ipython(capsys):
+    result = EXERCISES["causal_mask"].check(causal_right_loop)
+    assert repr(result) == "<CheckResult causal_mask: passed>"
+    out = capsys.readouterr().out
+    assert out.strip() == result.message
+    assert "✅" in result._repr_html_()
+
+
+def test_feedback_is_displayed_exactly_once_in_ipython():
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.user_ns["causal_triu"] = causal_triu
+        shell.run_cell("from mhalib.exercises import EXERCISES", store_history=True)
+        with capture_output() as captured:
+            shell.run_cell('EXERCISES["causal_mask"].check(causal_triu)', store_history=True)
+        assert len(captured.outputs) == 1
+        bundle = captured.outputs[0].data
+        assert "allowed the future" in bundle["text/plain"]
+        assert "allowed the future" in bundle["text/html"]
+        assert "CheckResult" not in captured.stdout and "allowed the future" not in captured.stdout
+        # Shown again in a later cell, the result displays itself.
+        shell.run_cell('r = EXERCISES["causal_mask"].check(causal_triu, show=False)', store_history=True)
+        with capture_output() as captured:
+            shell.run_cell("r", store_history=True)
+        assert len(captured.outputs) == 1
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_hints_are_progressive_and_run_out(capsys):
+    exercise = EXERCISES["split_heads"]
+    exercise.reset_hints()
+    try:
+        for i in range(1, len(exercise.hints) + 1):
+            exercise.hint()
+            assert capsys.readouterr().out.startswith(f"Hint {i} of {len(exercise.hints)}:")
+        exercise.hint()
+        assert "No more hints" in capsys.readouterr().out
+    finally:
+        exercise.reset_hints()
+
+
+def test_solution_shows_readable_source(capsys):
+    EXERCISES["repeat_valid_lens"].solution()
+    out = capsys.readouterr().out
+    assert "def solution_repeat_valid_lens(valid_lens" in out
+    assert "torch.repeat_interleave(valid_lens, num_heads, dim=0)" in out
+
+
+def test_import_mhalib_is_lazy_and_exercises_need_no_matplotlib():
+    code = (
+        "import sys, mhalib\n"
+        "assert 'mhalib.exercises' not in sys.modules\n"
+        "mhalib.exercises.EXERCISES\n"
+        "assert 'mhalib.exercises' in sys.modules\n"
+        "assert 'matplotlib' not in sys.modules\n"
+        "assert 'IPython' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# =============================================================================================
+# The table of the report
+# =============================================================================================
+
+
+def catalogue_table() -> list[tuple[str, int, int]]:
+    rows = []
+    for exercise_id, entries in WRONG.items():
+        caught = 0
+        for entry in entries:
+            fn, phrase = entry[:2]
+            result = check(exercise_id, fn)
+            caught += (not result) and phrase in result.message
+        rows.append((exercise_id, len(entries), caught))
+    return rows
+
+
+if __name__ == "__main__":
+    rows = catalogue_table()
+    print(f"| {'exercise':30} | wrong answers | caught with targeted message |")
+    print(f"|{'-' * 32}|---------------|------------------------------|")
+    for exercise_id, n, caught in rows:
+        print(f"| {exercise_id:30} | {n:13} | {caught:28} |")
+    print(f"| {'total':30} | {sum(r[1] for r in rows):13} | {sum(r[2] for r in rows):28} |")
