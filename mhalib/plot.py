@@ -17,7 +17,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["attention_heatmap", "attention_heads"]
+__all__ = [
+    "attention_heatmap",
+    "attention_heads",
+    "head_colors",
+    "head_scores_layout",
+    "merge_heads_layout",
+    "split_heads_layout",
+]
 
 CMAP = "viridis"
 
@@ -122,4 +129,303 @@ def attention_heads(
     fig.colorbar(axes.flat[0].images[0], ax=axes, label="weight", shrink=0.8)
     if suptitle:
         fig.suptitle(suptitle)
+    return fig
+
+
+# --- tensor-layout diagrams: colour = head, number in a cell = token position -------------
+#
+# Each diagram is computed, not drawn by hand: a tensor whose every entry encodes where it
+# came from (sequence b, token l, feature d) goes through the real ``mhalib`` function, and
+# the cells are coloured and numbered from the codes that come out. If a layout function
+# mixed tokens across heads, the diagram would show it.
+
+HEAD_PALETTE = "Set2"  # qualitative, light enough for black text in the cells
+_CELL_INCH = 0.32  # side of one cell in the figure, in inches
+_GAP = 0.7  # space between blocks, in cells
+
+
+def head_colors(num_heads: int) -> list[tuple[float, float, float, float]]:
+    """One colour per head from a qualitative palette (repeats after 8 heads)."""
+    cmap = plt.get_cmap(HEAD_PALETTE)
+    return [cmap(h % cmap.N) for h in range(num_heads)]
+
+
+def _check_layout_sizes(batch: int, seq_len: int, embed_dim: int, num_heads: int) -> int:
+    for name, n in (("batch", batch), ("seq_len", seq_len), ("embed_dim", embed_dim), ("num_heads", num_heads)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be a positive int, got {n!r}")
+    if embed_dim % num_heads:
+        raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+    return embed_dim // num_heads
+
+
+def _codes(batch: int, seq_len: int, embed_dim: int) -> Tensor:
+    """(B, L, D) float64 tensor whose entry [b, l, d] is the integer (b*L + l)*D + d."""
+    return torch.arange(batch * seq_len * embed_dim, dtype=torch.float64).reshape(batch, seq_len, embed_dim)
+
+
+def _decode(codes: Tensor, seq_len: int, embed_dim: int, head_dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Sequence, token and head of origin of every entry of a tensor of codes."""
+    codes = codes.round().long()
+    feature = codes % embed_dim
+    token = (codes // embed_dim) % seq_len
+    seq = codes // (embed_dim * seq_len)
+    return seq, token, feature // head_dim
+
+
+def _draw_block(
+    ax: Axes,
+    x0: float,
+    y0: float,
+    token: Tensor,
+    head: Tensor,
+    colors: Sequence,
+    prefix: str = "",
+    label: str | None = None,
+    label_side: str = "left",
+    fontsize: float = 8,
+) -> None:
+    """Draw a (rows, cols) grid of square cells with its top-left corner at (x0, y0).
+
+    Cell [i, j] is filled with the colour of head[i, j] and shows prefix + token[i, j].
+    """
+    from matplotlib.patches import Rectangle
+
+    rows, cols = token.shape
+    for i in range(rows):
+        for j in range(cols):
+            ax.add_patch(Rectangle((x0 + j, y0 + i), 1, 1, facecolor=colors[int(head[i, j])],
+                                   edgecolor="white", linewidth=1.2))
+            ax.text(x0 + j + 0.5, y0 + i + 0.5, f"{prefix}{int(token[i, j])}", ha="center", va="center",
+                    fontsize=fontsize, color="black")
+    ax.add_patch(Rectangle((x0, y0), cols, rows, fill=False, edgecolor="#444444", linewidth=0.8))
+    if label:
+        if label_side == "left":
+            ax.text(x0 - 0.3, y0 + rows / 2, label, ha="right", va="center", fontsize=8)
+        else:
+            ax.text(x0 + cols + 0.3, y0 + rows / 2, label, ha="left", va="center", fontsize=8)
+
+
+def _arrow(ax: Axes, x_from: float, x_to: float, y: float, text: str) -> None:
+    ax.annotate("", xy=(x_to, y), xytext=(x_from, y),
+                arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.5, "mutation_scale": 14})
+    ax.text((x_from + x_to) / 2, y - 0.4, text, ha="center", va="bottom", fontsize=8, family="monospace",
+            linespacing=1.3)
+
+
+def _head_brackets(ax: Axes, x0: float, y: float, num_heads: int, head_dim: int, colors: Sequence) -> None:
+    """'head h' above each group of head_dim feature columns."""
+    for h in range(num_heads):
+        left, right = x0 + h * head_dim + 0.1, x0 + (h + 1) * head_dim - 0.1
+        ax.plot([left, right], [y, y], color=colors[h], lw=4, solid_capstyle="butt")
+        ax.text((left + right) / 2, y - 0.25, f"head {h}", ha="center", va="bottom", fontsize=8)
+
+
+def _layout_axes(width: float, height: float, title: str | None) -> tuple[Figure, Axes]:
+    fig = plt.figure(figsize=(width * _CELL_INCH, height * _CELL_INCH))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)  # y grows downwards, like the rows of a matrix
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.text(width / 2, 0.35, title, ha="center", va="top", fontsize=10, weight="bold")
+    return fig, ax
+
+
+_SPLIT_HOWS = {
+    "transpose_qkv": "transpose_qkv({name}, {H})\n(B, L, D) -> (B, L, H, Dh)\n-> swap L, H -> (B*H, L, Dh)",
+    "split_heads": "split_heads({name}, {H})\n(B, L, D) -> (B, L, H, Dh)\n-> swap L, H -> (B, H, L, Dh)",
+    "reshape_only": "{name}.reshape(B, H, L, Dh)\nno swap: WRONG",
+}
+
+
+def split_heads_layout(
+    batch: int = 2,
+    seq_len: int = 3,
+    embed_dim: int = 4,
+    num_heads: int = 2,
+    name: str = "Q",
+    how: str = "transpose_qkv",
+    title: str | None = None,
+) -> Figure:
+    """Diagram of cutting ``name`` (B, L, D) into heads; colour = head, number = token.
+
+    ``how`` is ``"transpose_qkv"`` (the folded layout, blocks labelled by their row
+    ``b*H + h``), ``"split_heads"`` (blocks labelled ``[b, h]``) or ``"reshape_only"``
+    (``reshape(B, H, L, Dh)`` without the swap, which mixes tokens and heads in a block).
+    The right-hand blocks are computed by running the real functions on a tensor that
+    records where each entry came from.
+
+    Shapes:
+        left: name (B, L, D); right: B*H blocks of (L, Dh), in the order of the
+        folded (B*H, L, Dh) tensor (the same order as (B, H, L, Dh)).
+    """
+    from .functional import split_heads, transpose_qkv
+
+    Dh = _check_layout_sizes(batch, seq_len, embed_dim, num_heads)
+    if how not in _SPLIT_HOWS:
+        raise ValueError(f"how must be one of {', '.join(map(repr, _SPLIT_HOWS))}, got {how!r}")
+    B, L, D, H = batch, seq_len, embed_dim, num_heads
+    codes = _codes(B, L, D)
+    if how == "transpose_qkv":
+        blocks = transpose_qkv(codes, H)  # (B, L, D) -> (B*H, L, Dh)
+    elif how == "split_heads":
+        blocks = split_heads(codes, H).reshape(B * H, L, Dh)  # (B, H, L, Dh), blocks in the same order
+    else:
+        blocks = codes.reshape(B, H, L, Dh).reshape(B * H, L, Dh)
+    colors = head_colors(H)
+
+    left_x, left_w = 5.5, D
+    right_x = left_x + left_w + 9.0
+    top = 2.6
+    right_h = B * H * L + (B * H - 1) * _GAP
+    left_h = B * L + (B - 1) * _GAP
+    width = right_x + Dh + 6.5
+    height = top + right_h + 1.6
+    fig, ax = _layout_axes(width, height, title)
+
+    # Left: the B sequences, vertically centred against the right-hand stack.
+    y_left = top + (right_h - left_h) / 2
+    _head_brackets(ax, left_x, y_left - 0.5, H, Dh, colors)
+    seq, token, head = _decode(codes, L, D, Dh)
+    for b in range(B):
+        y = y_left + b * (L + _GAP)
+        _draw_block(ax, left_x, y, token[b], head[b], colors, label=f"sequence {b}")
+    ax.text(left_x + left_w / 2, y_left + left_h + 0.4, f"{name}  (B, L, D) = ({B}, {L}, {D})",
+            ha="center", va="top", fontsize=8)
+
+    # Right: B*H blocks of (L, Dh).
+    seq, token, head = _decode(blocks, L, D, Dh)
+    for r in range(B * H):
+        y = top + r * (L + _GAP)
+        b, h = divmod(r, H)
+        if how == "transpose_qkv":
+            label = f"row {r} = {b}*{H}+{h}"
+        elif how == "split_heads":
+            label = f"[{b}, {h}]"
+        else:
+            label = f"[{b}, {h}]?"
+        _draw_block(ax, right_x, y, token[r], head[r], colors, label=label, label_side="right")
+    shape = f"(B*H, L, Dh) = ({B * H}, {L}, {Dh})" if how == "transpose_qkv" else f"(B, H, L, Dh) = ({B}, {H}, {L}, {Dh})"
+    ax.text(right_x + Dh / 2, top - 0.4, shape, ha="center", va="bottom", fontsize=8)
+
+    _arrow(ax, left_x + left_w + 0.6, right_x - 0.6, top + right_h / 2, _SPLIT_HOWS[how].format(name=name, H=H))
+    ax.text(0.3, height - 0.5, "colour = head of the feature, number = token position", fontsize=7.5,
+            color="#555555", va="bottom")
+    return fig
+
+
+def merge_heads_layout(
+    batch: int = 2,
+    seq_len: int = 3,
+    embed_dim: int = 4,
+    num_heads: int = 2,
+    name: str = "out",
+    title: str | None = None,
+) -> Figure:
+    """Diagram of ``transpose_output``: the per-head outputs put back side by side.
+
+    Computed by folding a tensor of position codes with ``transpose_qkv`` and unfolding it
+    with ``transpose_output``; every token's row gets its heads back in order 0..H-1.
+
+    Shapes:
+        left: B*H blocks of (L, Dh) (the folded (B*H, L, Dh)); right: (B, L, D).
+    """
+    from .functional import transpose_output, transpose_qkv
+
+    Dh = _check_layout_sizes(batch, seq_len, embed_dim, num_heads)
+    B, L, D, H = batch, seq_len, embed_dim, num_heads
+    folded = transpose_qkv(_codes(B, L, D), H)  # (B*H, L, Dh): one block per (sequence, head)
+    merged = transpose_output(folded, H)  # (B*H, L, Dh) -> (B, L, D)
+    colors = head_colors(H)
+
+    left_x = 6.5
+    right_x = left_x + Dh + 10.0
+    top = 2.6
+    left_h = B * H * L + (B * H - 1) * _GAP
+    right_h = B * L + (B - 1) * _GAP
+    width = right_x + D + 5.0
+    height = top + left_h + 1.6
+    fig, ax = _layout_axes(width, height, title)
+
+    seq, token, head = _decode(folded, L, D, Dh)
+    for r in range(B * H):
+        b, h = divmod(r, H)
+        _draw_block(ax, left_x, top + r * (L + _GAP), token[r], head[r], colors, label=f"row {r}: head {h} of seq {b}")
+    ax.text(left_x + Dh / 2, top - 0.4, f"(B*H, L, Dh) = ({B * H}, {L}, {Dh})", ha="center", va="bottom", fontsize=8)
+
+    y_right = top + (left_h - right_h) / 2
+    _head_brackets(ax, right_x, y_right - 0.5, H, Dh, colors)
+    seq, token, head = _decode(merged, L, D, Dh)
+    for b in range(B):
+        _draw_block(ax, right_x, y_right + b * (L + _GAP), token[b], head[b], colors, label=f"sequence {b}",
+                    label_side="right")
+    ax.text(right_x + D / 2, y_right + right_h + 0.4, f"{name}  (B, L, D) = ({B}, {L}, {D})", ha="center", va="top",
+            fontsize=8)
+
+    _arrow(ax, left_x + Dh + 0.6, right_x - 0.6, top + left_h / 2,
+           f"transpose_output({name}, {H})\n(B*H, L, Dh) -> (B, H, L, Dh)\n-> swap H, L -> (B, L, D)")
+    ax.text(0.3, height - 0.5, "colour = head, number = token position", fontsize=7.5, color="#555555", va="bottom")
+    return fig
+
+
+def head_scores_layout(
+    seq_len: int = 3,
+    key_len: int = 4,
+    embed_dim: int = 4,
+    num_heads: int = 2,
+    title: str | None = None,
+) -> Figure:
+    """Diagram of the scaled dot product of each head, for one sequence of the batch.
+
+    Row h shows Q_h (L, Dh) @ K_h^T (Dh, S) = scores_h (L, S): a head's queries only meet
+    the same head's keys. Cell [i, j] of the scores is query token i against key token j.
+    The Q and K blocks are cut by the real ``split_heads``.
+
+    Shapes:
+        per head: Q_h (L, Dh), K_h^T (Dh, S), scores_h (L, S); L = seq_len, S = key_len.
+    """
+    from matplotlib.patches import Rectangle
+
+    from .functional import split_heads
+
+    Dh = _check_layout_sizes(1, seq_len, embed_dim, num_heads)
+    if isinstance(key_len, bool) or not isinstance(key_len, int) or key_len < 1:
+        raise ValueError(f"key_len must be a positive int, got {key_len!r}")
+    L, S, D, H = seq_len, key_len, embed_dim, num_heads
+    q_blocks = split_heads(_codes(1, L, D), H)[0]  # (H, L, Dh)
+    k_blocks = split_heads(_codes(1, S, D), H)[0]  # (H, S, Dh)
+    colors = head_colors(H)
+
+    q_x = 4.5
+    k_x = q_x + Dh + 2.0
+    s_x = k_x + S + 2.0
+    row_h = max(L, Dh)
+    top = 2.6
+    width = s_x + S + 6.5
+    height = top + H * row_h + (H - 1) * 1.2 + 1.6
+    fig, ax = _layout_axes(width, height, title)
+    ax.text(q_x + Dh / 2, top - 0.4, "Q_h  (L, Dh)", ha="center", va="bottom", fontsize=8)
+    ax.text(k_x + S / 2, top - 0.4, "K_h^T  (Dh, S)", ha="center", va="bottom", fontsize=8)
+    ax.text(s_x + S / 2, top - 0.4, "Q_h K_h^T / sqrt(Dh)  (L, S)", ha="center", va="bottom", fontsize=8)
+
+    for h in range(H):
+        y = top + h * (row_h + 1.2)
+        _, q_token, q_head = _decode(q_blocks[h], L, D, Dh)
+        _, k_token, k_head = _decode(k_blocks[h], S, D, Dh)
+        _draw_block(ax, q_x, y, q_token, q_head, colors, prefix="q", label=f"head {h}")
+        _draw_block(ax, k_x, y, k_token.T, k_head.T, colors, prefix="k")  # K_h^T: one column per key
+        ax.text(k_x - 1.0, y + min(L, Dh) / 2, "@", ha="center", va="center", fontsize=11)
+        ax.text(s_x - 1.0, y + min(L, Dh) / 2, "=", ha="center", va="center", fontsize=11)
+        for i in range(L):
+            for j in range(S):
+                ax.add_patch(Rectangle((s_x + j, y + i), 1, 1, facecolor=colors[h], alpha=0.55, edgecolor="white",
+                                       linewidth=1.2))
+                ax.text(s_x + j + 0.5, y + i + 0.5, f"{i}·{j}", ha="center", va="center", fontsize=7)
+        ax.add_patch(Rectangle((s_x, y), S, L, fill=False, edgecolor="#444444", linewidth=0.8))
+        ax.text(s_x + S + 0.3, y + L / 2, f"softmax per row\n-> weights of head {h}", ha="left", va="center",
+                fontsize=7.5)
+    ax.text(0.3, height - 0.5, "colour = head; q2 = query token 2, k1 = key token 1; cell i·j = score of query i "
+            "and key j", fontsize=7.5, color="#555555", va="bottom")
     return fig
