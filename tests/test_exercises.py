@@ -924,19 +924,21 @@ def test_feedback_is_displayed_exactly_once_in_ipython():
     shell = InteractiveShell.instance()
     try:
         shell.user_ns["causal_triu"] = causal_triu
-        shell.run_cell("from mhalib.exercises import EXERCISES", store_history=True)
+        shell.run_cell("from mhalib.exercises import EXERCISES", store_history=False)
         with capture_output() as captured:
-            shell.run_cell('EXERCISES["causal_mask"].check(causal_triu)', store_history=True)
+            shell.run_cell('EXERCISES["causal_mask"].check(causal_triu)', store_history=False)
         assert len(captured.outputs) == 1
         bundle = captured.outputs[0].data
         assert "allowed the future" in bundle["text/plain"]
         assert "allowed the future" in bundle["text/html"]
         assert "CheckResult" not in captured.stdout and "allowed the future" not in captured.stdout
-        # Shown again in a later cell, the result displays itself.
-        shell.run_cell('r = EXERCISES["causal_mask"].check(causal_triu, show=False)', store_history=True)
+        # Assigned, it is shown once by check(); shown again in a later cell, it displays itself.
         with capture_output() as captured:
-            shell.run_cell("r", store_history=True)
+            shell.run_cell('r = EXERCISES["causal_mask"].check(causal_triu)', store_history=False)
         assert len(captured.outputs) == 1
+        with capture_output() as captured:
+            shell.run_cell("r", store_history=False)
+        assert len(captured.outputs) == 1 and "allowed the future" in captured.outputs[0].data["text/plain"]
     finally:
         InteractiveShell.clear_instance()
 

@@ -66,7 +66,7 @@ class CheckResult:
         self.status = status
         self.message = message
         self.mistake = mistake  # key of the recognised Mistake, or None
-        self._shown_in: int | None = None  # IPython execution count of the cell that showed it
+        self._shown_in_this_cell = False  # check() displayed it in the running cell
 
     def __bool__(self) -> bool:
         return self.status == "passed"
@@ -92,9 +92,8 @@ class CheckResult:
 
     def _ipython_display_(self) -> None:
         # check() already displayed the feedback in this cell: showing the returned result
-        # again (the cell's last expression) would print it twice.
-        shell = _ipython()
-        if shell is not None and self._shown_in is not None and shell.execution_count == self._shown_in:
+        # again as the cell's value would print it twice. From the next cell on it shows.
+        if self._shown_in_this_cell:
             return
         from IPython.display import display
 
@@ -109,7 +108,20 @@ class CheckResult:
         from IPython.display import display
 
         display(self._mimebundle(), raw=True)
-        self._shown_in = shell.execution_count
+        self._shown_in_this_cell = True
+        _SHOWN_IN_THIS_CELL.append(self)
+        if not getattr(shell, "_mhalib_exercises_hooked", False):
+            # After every cell, the results it showed may be shown again.
+            shell.events.register("post_run_cell", _end_of_cell)
+            shell._mhalib_exercises_hooked = True
+
+
+_SHOWN_IN_THIS_CELL: list[CheckResult] = []
+
+
+def _end_of_cell(*args, **kwargs) -> None:
+    while _SHOWN_IN_THIS_CELL:
+        _SHOWN_IN_THIS_CELL.pop()._shown_in_this_cell = False
 
 
 def _ipython():
