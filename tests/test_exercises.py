@@ -882,6 +882,24 @@ def test_tuple_of_wrong_length():
     assert "Expected a tuple of 2 values, got a tuple of 3" in result.message
 
 
+def test_wrong_signature_is_an_error_that_shows_the_expected_call():
+    result = check("scaled_dot_product_attention", lambda q, k, v: sol.solution_scaled_dot_product_attention(q, k, v))
+    assert result.status == "error"
+    assert "TypeError" in result.message
+    assert "calls your function as scaled_dot_product_attention(q, k, v, mask=None)" in result.message
+
+
+def test_partly_written_function_is_not_finished():
+    def my_masked_softmax(scores, valid_lens):
+        if valid_lens is None:
+            return torch.softmax(scores, dim=-1)
+        raise NotImplementedError("lengths: to do")
+
+    result = check("masked_softmax", my_masked_softmax)
+    assert result.status == "not_attempted"
+    assert "not finished: your function raised NotImplementedError on case 2 of 7" in result.message
+
+
 def test_calling_instead_of_passing_the_function():
     result = check("causal_mask", causal_right_loop(3))
     assert result.status == "error"

@@ -238,6 +238,8 @@ def fmt(t: Tensor, indent: str = "  ") -> str:
             return "True " if x else "False"
         if not t.is_floating_point():
             return f"{x:d}"
+        if x != x:
+            return "    nan"
         return f"{x + 0.0: .4f}"  # + 0.0 turns -0.0 into 0.0
 
     def rows(x, depth: int) -> list[str]:
@@ -326,9 +328,9 @@ def diagnose(expected: Any, got: Any, name: str = "output") -> str | None:
         nan = torch.isnan(got) & ~torch.isnan(expected)
         if bool(nan.any()):
             where = tuple(nan.nonzero()[0].tolist())
-            return f"Your {name} contains NaN (first at index {where}).\n" + show_difference(name, expected, got)
+            return f"`{name}` contains NaN (first at index {where}).\n" + show_difference(name, expected, got)
     if not same(expected, got):
-        return f"Your {name} has the right shape and dtype but different values.\n" + show_difference(name, expected, got)
+        return f"`{name}` has the right shape and dtype but different values.\n" + show_difference(name, expected, got)
     return None
 
 
@@ -413,18 +415,22 @@ class Exercise:
                 )
             if exc is not None:
                 if isinstance(exc, NotImplementedError):
-                    return self._result(
-                        "not_attempted",
-                        [
-                            f"{_ICONS['not_attempted']} {name}: not attempted yet.",
-                            "Replace the line `raise NotImplementedError(...)` with your code and run the cell again.",
-                            hint_line,
-                        ],
+                    first = (
+                        f"{_ICONS['not_attempted']} {name}: not attempted yet."
+                        if number == 1
+                        else f"{_ICONS['not_attempted']} {name}: not finished: your function raised "
+                        f"NotImplementedError on case {number} of {len(cases)}."
                     )
+                    lines = [first, "Replace the line `raise NotImplementedError(...)` with your code and run the cell again."]
+                    if number > 1:
+                        lines.insert(1, where)
+                    return self._result("not_attempted", lines + [hint_line])
                 lines = [f"{_ICONS['error']} {name}: your function raised {type(exc).__name__}: {_short(str(exc))}"]
                 at = _where_in_learner_code(fn, exc)
                 if at:
                     lines.append(f"At {at}")
+                elif isinstance(exc, TypeError):
+                    lines.append(f"The checker calls your function as {self.signature}.")
                 lines.append(where)
                 mistake = self._recognise_error(exc)
                 if mistake:
