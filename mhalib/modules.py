@@ -200,6 +200,8 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("add_bias_kv and add_zero_attn are not supported by mhalib.MultiHeadAttention")
         has_bias = module.in_proj_bias is not None
         mine = cls(module.embed_dim, module.num_heads, module.dropout, has_bias, module.kdim, module.vdim)
+        # Cast before copying: copy_ into float32 parameters would round float64 weights.
+        mine = mine.to(device=module.out_proj.weight.device, dtype=module.out_proj.weight.dtype)
         D = module.embed_dim
         if module._qkv_same_embed_dim:
             w_q, w_k, w_v = module.in_proj_weight.detach().split(D)  # (3D, D) -> 3 x (D, D)
@@ -214,7 +216,7 @@ class MultiHeadAttention(nn.Module):
             mine.out_proj.weight.copy_(module.out_proj.weight)
             if has_bias:
                 mine.out_proj.bias.copy_(module.out_proj.bias)
-        return mine.to(module.out_proj.weight.dtype)
+        return mine.train(module.training)
 
     def to_torch(self) -> nn.MultiheadAttention:
         """A ``torch.nn.MultiheadAttention(batch_first=True)`` with the same weights."""
