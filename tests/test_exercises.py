@@ -121,6 +121,16 @@ def ms_ignores_lengths(scores, valid_lens):
     return torch.softmax(scores, dim=-1)
 
 
+def ms_mask_missing_query_axis(scores, valid_lens):
+    if valid_lens is None:
+        return torch.softmax(scores, dim=-1)
+    if valid_lens.dim() == 1:
+        mask = torch.arange(scores.shape[-1]) < valid_lens[:, None]  # (B, S): no query axis
+    else:
+        mask = torch.arange(scores.shape[-1]) < valid_lens[:, :, None]
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+
+
 def ms_right_loop(scores, valid_lens):
     B, L, S = scores.shape
     out = torch.zeros_like(scores)
@@ -617,6 +627,7 @@ WRONG = {
         (ms_mask_after_softmax, "after the softmax"),
         (ms_zero_fill, "exp(0) = 1"),
         (ms_ignores_lengths, "ignore valid_lens"),
+        (ms_mask_missing_query_axis, "applied along the query axis"),
     ],
     "scaled_dot_product_attention": [
         (sdpa_no_scale, "did you forget the scale"),
@@ -785,7 +796,7 @@ def test_module_catalogue_variants_are_recognised_as_themselves():
         for mistake in exercise.mistakes:
             for variant in mistake.variants:
                 result = exercise.check(variant, show=False)
-                assert result.mistake == mistake.key, (exercise.id, mistake.key, result.message)
+                assert mistake.key in result.mistakes, (exercise.id, mistake.key, result.message)
 
 
 # --- robustness: whatever the learner's function does, the check answers ----------------------

@@ -60,12 +60,13 @@ class Mistake:
 class CheckResult:
     """What ``check`` returns: true only when passed; ``.status`` and ``.message`` (plain text)."""
 
-    def __init__(self, exercise_id: str, status: str, message: str, mistake: str | None = None) -> None:
+    def __init__(self, exercise_id: str, status: str, message: str, mistakes: tuple[str, ...] = ()) -> None:
         assert status in STATUSES, status
         self.exercise_id = exercise_id
         self.status = status
         self.message = message
-        self.mistake = mistake  # key of the recognised Mistake, or None
+        self.mistakes = tuple(mistakes)  # keys of the recognised Mistakes (several when they tie)
+        self.mistake = self.mistakes[0] if self.mistakes else None
         self._shown_in_this_cell = False  # check() displayed it in the running cell
 
     def __bool__(self) -> bool:
@@ -140,6 +141,10 @@ def _ipython():
 
 class _Timeout:
     pass
+
+
+class _Raised:
+    """Marks a case on which the learner's function raised (a variant that raises agrees)."""
 
 
 def _call(fn: Callable, args: tuple, timeout: float) -> tuple[Any, BaseException | None]:
@@ -383,8 +388,8 @@ class Exercise:
             result.show()
         return result
 
-    def _result(self, status: str, lines: list[str], mistake: str | None = None) -> CheckResult:
-        return CheckResult(self.id, status, "\n".join(lines).rstrip(), mistake)
+    def _result(self, status: str, lines: list[str], mistakes: tuple[str, ...] = ()) -> CheckResult:
+        return CheckResult(self.id, status, "\n".join(lines).rstrip(), mistakes)
 
     def _check(self, fn: Callable, timeout: float) -> CheckResult:
         name = f"`{self.id}`"
@@ -437,7 +442,7 @@ class Exercise:
                     lines.append(f"Likely mistake: {mistake.message}")
                 else:
                     lines.append(hint_line)
-                return self._result("error", lines, mistake.key if mistake else None)
+                return self._result("error", lines, (mistake.key,) if mistake else ())
             changed = _changed_inputs(case.args, args, self.arg_names)
             if changed:
                 names = ", ".join(f"`{c}`" for c in changed)
@@ -457,13 +462,16 @@ class Exercise:
                 continue
             lines = [f"{_ICONS['failed']} {name}: not right yet.", where]
             self._collect_more(fn, cases, number, outputs, timeout)
-            mistake = self._recognise(cases, number - 1, outputs)
-            if mistake:
-                lines.append(f"Likely mistake: {mistake.message}")
+            mistakes = self._recognise(cases, number - 1, outputs)
+            if len(mistakes) == 1:
+                lines.append(f"Likely mistake: {mistakes[0].message}")
+            elif mistakes:
+                lines.append("Likely mistake, one of these (they give the same answers on these inputs):")
+                lines.extend(f"  - {m.message}" for m in mistakes)
             lines.append(problem)
-            if not mistake:
+            if not mistakes:
                 lines.append(hint_line)
-            return self._result("failed", lines, mistake.key if mistake else None)
+            return self._result("failed", lines, tuple(m.key for m in mistakes))
         return self._result(
             "passed",
             [f"{_ICONS['passed']} {name}: passed all {len(cases)} cases ({', '.join(c.name for c in cases)})."],
@@ -473,22 +481,23 @@ class Exercise:
         """The learner's answers on the cases after the first failing one (to tell mistakes apart)."""
         for index in range(start, len(cases)):
             got, exc = _call(fn, _clone(cases[index].args), timeout)
-            if got is _Timeout or exc is not None:
+            if got is _Timeout:
                 return
-            outputs[index] = got
+            outputs[index] = _Raised if exc is not None else got
 
-    def _recognise(self, cases: list[Case], failing: int, outputs: dict) -> Mistake | None:
-        """The known mistake whose answers agree with the learner's on the failing case and on
-        the most other cases (ties: the first in the catalogue), or None."""
-        best, best_score = None, 0
+    def _recognise(self, cases: list[Case], failing: int, outputs: dict) -> list[Mistake]:
+        """The known mistakes whose answers agree with the learner's on the failing case and on
+        the most other cases (several only when they tie), in catalogue order."""
+        scores: dict[str, int] = {}
         for mistake in self.mistakes:
             for variant in mistake.variants:
-                if not _agrees(variant, cases[failing], outputs[failing]):
-                    continue
-                score = sum(_agrees(variant, cases[i], got) for i, got in outputs.items())
-                if score > best_score:
-                    best, best_score = mistake, score
-        return best
+                if _agrees(variant, cases[failing], outputs[failing]):
+                    score = sum(_agrees(variant, cases[i], got) for i, got in outputs.items())
+                    scores[mistake.key] = max(score, scores.get(mistake.key, 0))
+        if not scores:
+            return []
+        best = max(scores.values())
+        return [m for m in self.mistakes if scores.get(m.key) == best]
 
     def _recognise_error(self, exc: BaseException) -> Mistake | None:
         text = str(exc)
@@ -525,9 +534,9 @@ class Exercise:
 def _agrees(variant: Callable, case: Case, got: Any) -> bool:
     try:
         wrong = variant(*_clone(case.args))
-    except Exception:  # a variant that cannot run on these inputs is not the answer
-        return False
-    return same(wrong, got)
+    except Exception:  # a variant that cannot run on these inputs agrees only with a raise
+        return got is _Raised
+    return got is not _Raised and same(wrong, got)
 
 
 def _short(text: str, limit: int = 300) -> str:

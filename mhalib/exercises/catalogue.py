@@ -85,6 +85,14 @@ def _ms_variant(scores, valid_lens, *, fill=NEG_INF, dim=-1, compare="lt", zero_
     return torch.softmax(scores, dim=dim)
 
 
+def _ms_broadcast_slip(scores, valid_lens, fill):
+    """(B,) lengths turned into a (B, S) mask and broadcast against (B, L, S) (needs B == L)."""
+    if valid_lens is None or valid_lens.dim() != 1:
+        return _ms_variant(scores, valid_lens, fill=fill)
+    allowed = torch.arange(scores.shape[-1]) < valid_lens[:, None]  # (B, S), broadcast as (1, B, S)
+    return torch.softmax(scores.masked_fill(~allowed, fill), dim=-1)
+
+
 def _ms_mistake_variants(**kw):
     """The slip made with an -inf fill, a -1e9 fill, or with empty rows handled properly."""
     return [lambda s, v, _f=f: _ms_variant(s, v, fill=_f, **kw) for f in FILLS] + [
@@ -117,6 +125,13 @@ MS_MISTAKES = [
         "query rows of one sequence are adjacent, so each length must be repeated in place with "
         "`repeat_interleave` (l0, l0, l1, l1, ...).",
         _ms_mistake_variants(lens="repeat"),
+    ),
+    Mistake(
+        "lengths_per_query_axis",
+        "the (B,) lengths were applied along the query axis: a mask of shape (B, S) broadcasts against "
+        "(B, L, S) as (1, B, S), so query i got the length of sequence i. Give the mask a query axis: "
+        "valid_lens[:, None, None] (or mask[:, None, :]).",
+        [lambda s, v, _f=f: _ms_broadcast_slip(s, v, _f) for f in (NEG_INF, -1e9, -1e6)],
     ),
     Mistake(
         "uniform_empty_rows",
