@@ -76,10 +76,10 @@ def _check_valid_lens(valid_lens: object, batch: int, length: int | None) -> Ten
     _check_tensor("valid_lens", valid_lens)
     if valid_lens.dtype == torch.bool or valid_lens.is_floating_point() or valid_lens.is_complex():
         raise TypeError(f"valid_lens must be an integer tensor (lengths), got dtype {valid_lens.dtype}")
-    shapes = [(batch,)] + ([(batch, length)] if length is not None else [])
-    if tuple(valid_lens.shape) not in shapes:
-        expected = " or ".join(str(s) for s in shapes)
-        raise ValueError(f"valid_lens must have shape {expected} (B,) or (B, L), got {tuple(valid_lens.shape)}")
+    shapes = {"(B,)": (batch,)} | ({"(B, L)": (batch, length)} if length is not None else {})
+    if tuple(valid_lens.shape) not in shapes.values():
+        expected = " or ".join(f"{legend} = {shape}" for legend, shape in shapes.items())
+        raise ValueError(f"valid_lens must have shape {expected}, got {tuple(valid_lens.shape)}")
     return valid_lens
 
 

@@ -159,11 +159,18 @@ class MultiHeadAttention(nn.Module):
         mask = None
         if attn_mask is not None:
             _check_tensor("attn_mask", attn_mask)
-            if attn_mask.dim() == 3 and attn_mask.shape[0] == B * H and H > 1:
+            shape = tuple(attn_mask.shape)
+            if H > 1 and shape == (B * H, L, S):
                 attn_mask = attn_mask.reshape(B, H, L, S)  # PyTorch's (B*H, L, S) -> (B, H, L, S)
             elif attn_mask.dim() == 3:
                 attn_mask = attn_mask.unsqueeze(1)  # (B, L, S) -> (B, 1, L, S), one mask for every head
-            mask = _mask_to_allowed_or_bias("attn_mask", attn_mask, torch.Size((B, H, L, S)), dtype)
+            try:
+                mask = _mask_to_allowed_or_bias("attn_mask", attn_mask, torch.Size((B, H, L, S)), dtype)
+            except ValueError:  # name the shapes we accept, and the shape that arrived (not our reshape of it)
+                raise ValueError(
+                    f"attn_mask must have shape (L, S) = {(L, S)}, (B, L, S) = {(B, L, S)}, "
+                    f"(B*H, L, S) = {(B * H, L, S)} or broadcast to (B, H, L, S) = {(B, H, L, S)}, got {shape}"
+                ) from None
         if valid_lens is not None:
             _check_valid_lens(valid_lens, B, L)
             mask = _and(mask, padding_mask(valid_lens, S))  # (B, 1, 1|L, S)
