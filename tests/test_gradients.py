@@ -70,15 +70,21 @@ def test_gradcheck_head_layouts():
     assert gradcheck(lambda x: transpose_output(transpose_qkv(x, 2) ** 2, 2), (x,))
 
 
+MODULE_MASKS = {
+    "padding+causal": dict(valid_lens=torch.tensor([0, 4]), is_causal=True),  # sequence 0 is all padding
+    "float-with-empty-row": dict(attn_mask=torch.zeros(3, 5, dtype=torch.float64).index_fill(0, torch.tensor([1]), float("-inf"))),
+}
+
+
+@pytest.mark.parametrize("mask_name", MODULE_MASKS)
 @pytest.mark.parametrize("need_weights", [True, False], ids=["explicit", "fused"])
-def test_gradcheck_module(need_weights):
+def test_gradcheck_module(need_weights, mask_name):
     torch.manual_seed(0)
     mha = MultiHeadAttention(4, 2, kdim=3).double()
     query, key, value = _leaf(2, 3, 4, seed=1), _leaf(2, 5, 3, seed=2), _leaf(2, 5, 4, seed=3)
-    valid_lens = torch.tensor([0, 4])  # sequence 0 is all padding
 
     def f(query, key, value):
-        return mha(query, key, value, valid_lens=valid_lens, is_causal=True, need_weights=need_weights)[0]
+        return mha(query, key, value, need_weights=need_weights, **MODULE_MASKS[mask_name])[0]
 
     assert gradcheck(f, (query, key, value))
     f(query, key, value).sum().backward()
