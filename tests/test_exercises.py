@@ -142,6 +142,17 @@ def ms_right_loop(scores, valid_lens):
     return out
 
 
+def ms_right_manual_softmax(scores, valid_lens):
+    S = scores.shape[-1]
+    if valid_lens is None:
+        allowed = torch.ones_like(scores, dtype=torch.bool)
+    else:
+        allowed = _allowed(scores, valid_lens).expand_as(scores)
+    e = torch.exp(scores - scores.max(dim=-1, keepdim=True).values) * allowed
+    total = e.sum(dim=-1, keepdim=True)
+    return e / torch.where(total == 0, torch.ones_like(total), total)
+
+
 def ms_right_large_negative(scores, valid_lens):
     # -1e9 fill is fine here because the weights are multiplied by the mask afterwards.
     if valid_lens is None:
@@ -704,7 +715,7 @@ WRONG = {
 }
 
 RIGHT = {
-    "masked_softmax": [ms_right_loop, ms_right_large_negative, ms_right_nan_to_num],
+    "masked_softmax": [ms_right_loop, ms_right_large_negative, ms_right_nan_to_num, ms_right_manual_softmax],
     "scaled_dot_product_attention": [sdpa_right_einsum, sdpa_right_float_mask],
     "causal_mask": [causal_right_tril_ones, causal_right_arange, causal_right_loop],
     "split_heads": [split_right_permute, split_right_chunks, split_right_loop],
@@ -909,6 +920,54 @@ def test_partly_written_function_is_not_finished():
     result = check("masked_softmax", my_masked_softmax)
     assert result.status == "not_attempted"
     assert "not finished: your function raised NotImplementedError on case 2 of 7" in result.message
+
+
+def test_two_slips_on_the_same_inputs_are_not_misattributed():
+    def my_attention(q, k, v, mask=None):
+        scores = q @ k.transpose(-2, -1) / q.shape[-1]  # scaled by E ...
+        if mask is not None:
+            scores = scores.masked_fill(~mask, NEG_INF)
+        weights = scores.softmax(dim=-1)
+        return weights, weights @ v  # ... and the outputs swapped
+
+    result = check("scaled_dot_product_attention", my_attention)
+    assert result.status == "failed"
+    assert result.mistakes == ()
+    assert "Likely mistake" not in result.message
+    assert 'Case 1 of 6, "one query, no mask"' in result.message
+    assert "Expected out of shape (1, 1, 2), got shape (1, 1, 3)" in result.message and "hint()" in result.message
+
+
+def test_two_slips_on_different_inputs_are_named_one_at_a_time():
+    def my_attention(q, k, v, mask=None):
+        scores = q @ k.transpose(-2, -1)  # no scale (seen on the first case) ...
+        if mask is not None:
+            scores = scores.masked_fill(mask, -1e9)  # ... and the mask inverted (seen once fixed)
+        weights = scores.softmax(-1)
+        return weights @ v, weights
+
+    result = check("scaled_dot_product_attention", my_attention)
+    assert result.mistakes == ("no_scale",)
+
+    def my_attention_fixed_scale(q, k, v, mask=None):
+        return my_attention(q / math.sqrt(q.shape[-1]), k, v, mask)
+
+    result = check("scaled_dot_product_attention", my_attention_fixed_scale)
+    assert result.mistakes == ("inverted_mask",)
+
+
+def test_unknown_slip_in_multi_head_attention_shows_expected_and_got():
+    def my_mha(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+        return sol.solution_multi_head_attention(query, key, value, W_q, W_q, W_v, W_o, num_heads, valid_lens)
+
+    result = check("multi_head_attention", my_mha)
+    assert result.status == "failed" and result.mistakes == ()
+    assert "First difference at index (0, 0, 0)." in result.message
+
+
+def test_small_inputs_are_written_out():
+    result = check("split_heads", split_view_no_transpose)
+    assert "x =\n  [[[ 0.0000,  1.0000,  2.0000,  3.0000]\n    [ 4.0000,  5.0000,  6.0000,  7.0000]]]" in result.message
 
 
 def test_calling_instead_of_passing_the_function():

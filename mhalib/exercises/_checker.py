@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import queue
 import sys
 import threading
 import traceback
@@ -147,20 +148,45 @@ class _Raised:
     """Marks a case on which the learner's function raised (a variant that raises agrees)."""
 
 
+class _Worker:
+    """One daemon thread that runs the learner's calls, one at a time.
+
+    A single long-lived thread (rather than one per call) keeps torch's OpenMP thread pools
+    from multiplying. A call that does not return in time leaves its worker stuck; the
+    next call starts a fresh worker.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: queue.Queue = queue.Queue()
+        self.stuck = False
+        threading.Thread(target=self._run, name="mhalib-exercise-check", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            fn, args, box, done = self.tasks.get()
+            try:
+                box["value"] = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - everything the learner raises is reported
+                box["error"] = exc
+            done.set()
+
+
+_worker: _Worker | None = None
+_worker_lock = threading.Lock()
+
+
 def _call(fn: Callable, args: tuple, timeout: float) -> tuple[Any, BaseException | None]:
-    """Run ``fn(*args)`` in a daemon thread; return (value, exception) or (_Timeout, None)."""
+    """Run ``fn(*args)`` in the worker thread; return (value, exception) or (_Timeout, None)."""
+    global _worker
+    with _worker_lock:
+        if _worker is None or _worker.stuck:
+            _worker = _Worker()
+        worker = _worker
     box: dict = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - everything the learner raises is reported
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="mhalib-exercise-check", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
+    done = threading.Event()
+    worker.tasks.put((fn, args, box, done))
+    if not done.wait(timeout):
+        worker.stuck = True
         return _Timeout, None
     return box.get("value"), box.get("error")
 
@@ -276,6 +302,7 @@ def describe_value(x: Any) -> str:
 
 
 _SHOW_MAX = 48  # tensors with more elements are summarised by their first difference
+_INPUTS_MAX = 32  # float inputs are written out when they have at most this many elements in all
 
 
 def _first_difference(exp: Tensor, got: Tensor) -> tuple[int, ...] | None:
@@ -461,6 +488,7 @@ class Exercise:
             if problem is None:
                 continue
             lines = [f"{_ICONS['failed']} {name}: not right yet.", where]
+            lines.extend(self._small_inputs(case))
             self._collect_more(fn, cases, number, outputs, timeout)
             mistakes = self._recognise(cases, number - 1, outputs)
             if len(mistakes) == 1:
@@ -476,6 +504,13 @@ class Exercise:
             "passed",
             [f"{_ICONS['passed']} {name}: passed all {len(cases)} cases ({', '.join(c.name for c in cases)})."],
         )
+
+    def _small_inputs(self, case: Case) -> list[str]:
+        """The float inputs of a small case, written out (nothing when they are large)."""
+        tensors = [(n, a) for n, a in zip(self.arg_names, case.args) if isinstance(a, Tensor) and a.is_floating_point()]
+        if not tensors or sum(a.numel() for _, a in tensors) > _INPUTS_MAX:
+            return []
+        return [f"{n} =\n{fmt(a)}" for n, a in tensors]
 
     def _collect_more(self, fn: Callable, cases: list[Case], start: int, outputs: dict, timeout: float) -> None:
         """The learner's answers on the cases after the first failing one (to tell mistakes apart)."""
