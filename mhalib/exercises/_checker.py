@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import inspect
 import queue
+import re
 import sys
 import threading
 import traceback
@@ -82,11 +83,29 @@ class CheckResult:
     def _repr_html_(self) -> str:
         title, _, body = self.message.partition("\n")
         color = _COLORS[self.status]
-        body_html = f'<pre style="white-space: pre-wrap; margin: 0.4em 0 0 0;">{html.escape(body.strip())}</pre>' if body.strip() else ""
+        parts = [f'<strong style="color: {color};">{_inline_html(title)}</strong>']
+        pre: list[str] = []  # runs of lines that are not "Likely mistake" go into <pre> blocks
+
+        def flush() -> None:
+            if pre:
+                text = html.escape("\n".join(pre))
+                parts.append(f'<pre style="white-space: pre-wrap; margin: 0.4em 0 0 0;">{text}</pre>')
+                pre.clear()
+
+        for line in body.strip().splitlines():
+            if line.startswith("Likely mistake") or line.startswith("  - "):
+                flush()
+                head, sep, rest = line.partition(":") if line.startswith("Likely") else ("", "", line[4:])
+                label = f"<strong>{html.escape(head + sep)}</strong> " if sep else "&bull; "
+                parts.append(f'<p style="margin: 0.4em 0 0 0;">{label}{_inline_html(rest.strip())}</p>')
+            else:
+                pre.append(line)
+        flush()
         return (
             f'<div class="mhalib-check mhalib-check-{self.status}" '
             f'style="border-left: 5px solid {color}; padding: 0.4em 0.8em; margin: 0.3em 0;">'
-            f'<strong style="color: {color};">{html.escape(title)}</strong>{body_html}</div>'
+            + "".join(parts)
+            + "</div>"
         )
 
     def _mimebundle(self) -> dict:
@@ -124,6 +143,11 @@ _SHOWN_IN_THIS_CELL: list[CheckResult] = []
 def _end_of_cell(*args, **kwargs) -> None:
     while _SHOWN_IN_THIS_CELL:
         _SHOWN_IN_THIS_CELL.pop()._shown_in_this_cell = False
+
+
+def _inline_html(text: str) -> str:
+    """Escape for HTML; `code` in backticks becomes <code>code</code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def _ipython():
