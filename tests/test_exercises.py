@@ -876,6 +876,36 @@ def test_hang_is_stopped_by_the_timeout():
     assert "did not return within 0.2 s" in result.message
 
 
+def test_package_timeout_is_the_default(monkeypatch):
+    import mhalib.exercises
+
+    assert mhalib.exercises.TIMEOUT == 5.0
+    monkeypatch.setattr(mhalib.exercises, "TIMEOUT", 0.2)
+    release = threading.Event()
+    try:
+        result = check("causal_mask", lambda L: release.wait(30))
+    finally:
+        release.set()
+    assert "did not return within 0.2 s" in result.message
+
+
+def test_stored_notebook_outputs_keep_their_text():
+    # Chapters store these outputs and nbval compares them: changing this text means
+    # re-executing every chapter with exercises.
+    assert check("causal_mask", stub).message == (
+        "✏️ `causal_mask`: not attempted yet.\n"
+        "Replace the line `raise NotImplementedError(...)` with your code and run the cell again.\n"
+        'Run EXERCISES["causal_mask"].hint() for a hint.'
+    )
+    passed = check("causal_mask", causal_right_loop)
+    assert passed.message == "✅ `causal_mask`: passed all 4 cases (L = 1, L = 2, L = 3, L = 5)."
+    assert passed._repr_html_() == (
+        '<div class="mhalib-check mhalib-check-passed" style="border-left: 5px solid #2e7d32; '
+        'padding: 0.4em 0.8em; margin: 0.3em 0;"><strong style="color: #2e7d32;">✅ <code>causal_mask</code>: '
+        "passed all 4 cases (L = 1, L = 2, L = 3, L = 5).</strong></div>"
+    )
+
+
 def test_list_instead_of_tensor_is_failed():
     result = check("causal_mask", lambda L: [[j <= i for j in range(L)] for i in range(L)])
     assert result.status == "failed"

@@ -31,9 +31,12 @@ Exercise ids and signatures::
 
 from __future__ import annotations
 
-from . import _checker
-from ._checker import TIMEOUT, Case, CheckResult, Exercise, Mistake
+from ._checker import Case, CheckResult, Exercise, Mistake
 from .catalogue import ALL
+
+#: Seconds a learner's function may run on one case before check() reports it as stuck;
+#: set ``mhalib.exercises.TIMEOUT = 10`` for slow machines, or pass ``check(fn, timeout=10)``.
+TIMEOUT = 5.0
 
 #: Every exercise of the course, by id.
 EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in ALL}

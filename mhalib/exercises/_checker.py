@@ -434,7 +434,9 @@ class Exercise:
 
     def check(self, fn: Callable, *, timeout: float | None = None, show: bool = True) -> CheckResult:
         """Run ``fn`` on every case, compare with the reference, show and return the feedback."""
-        result = self._check(fn, TIMEOUT if timeout is None else timeout)
+        if timeout is None:  # the package's TIMEOUT, read now so that `mhalib.exercises.TIMEOUT = 2` works
+            timeout = getattr(sys.modules.get(__package__), "TIMEOUT", TIMEOUT)
+        result = self._check(fn, timeout)
         if show:
             result.show()
         return result
