@@ -906,6 +906,17 @@ def test_stored_notebook_outputs_keep_their_text():
     )
 
 
+def test_an_answer_the_checker_cannot_handle_is_an_error_not_a_crash():
+    class Odd(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            raise RuntimeError("odd tensor")
+
+    result = check("causal_mask", lambda L: torch.ones(L, L, dtype=torch.bool).tril().as_subclass(Odd))
+    assert result.status == "error"
+    assert "could not compare your answer (RuntimeError: odd tensor)" in result.message
+
+
 def test_list_instead_of_tensor_is_failed():
     result = check("causal_mask", lambda L: [[j <= i for j in range(L)] for i in range(L)])
     assert result.status == "failed"

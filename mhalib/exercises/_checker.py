@@ -436,7 +436,17 @@ class Exercise:
         """Run ``fn`` on every case, compare with the reference, show and return the feedback."""
         if timeout is None:  # the package's TIMEOUT, read now so that `mhalib.exercises.TIMEOUT = 2` works
             timeout = getattr(sys.modules.get(__package__), "TIMEOUT", TIMEOUT)
-        result = self._check(fn, timeout)
+        try:
+            result = self._check(fn, timeout)
+        except Exception as exc:  # never crash the notebook, whatever the answer looks like
+            result = self._result(
+                "error",
+                [
+                    f"{_ICONS['error']} `{self.id}`: the checker could not compare your answer "
+                    f"({type(exc).__name__}: {_short(str(exc))}).",
+                    "Return plain torch tensors, as the exercise asks.",
+                ],
+            )
         if show:
             result.show()
         return result
