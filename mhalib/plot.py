@@ -140,7 +140,7 @@ def attention_heads(
 # mixed tokens across heads, the diagram would show it.
 
 HEAD_PALETTE = "Set2"  # qualitative, light enough for black text in the cells
-_CELL_INCH = 0.32  # side of one cell in the figure, in inches
+_CELL_INCH = 0.3  # side of one cell in the figure, in inches
 _GAP = 0.7  # space between blocks, in cells
 
 
@@ -183,7 +183,7 @@ def _draw_block(
     prefix: str = "",
     label: str | None = None,
     label_side: str = "left",
-    fontsize: float = 8,
+    fontsize: float = 9,
 ) -> None:
     """Draw a (rows, cols) grid of square cells with its top-left corner at (x0, y0).
 
@@ -201,15 +201,15 @@ def _draw_block(
     ax.add_patch(Rectangle((x0, y0), cols, rows, fill=False, edgecolor="#444444", linewidth=0.8))
     if label:
         if label_side == "left":
-            ax.text(x0 - 0.3, y0 + rows / 2, label, ha="right", va="center", fontsize=8)
+            ax.text(x0 - 0.3, y0 + rows / 2, label, ha="right", va="center", fontsize=9)
         else:
-            ax.text(x0 + cols + 0.3, y0 + rows / 2, label, ha="left", va="center", fontsize=8)
+            ax.text(x0 + cols + 0.3, y0 + rows / 2, label, ha="left", va="center", fontsize=9)
 
 
 def _arrow(ax: Axes, x_from: float, x_to: float, y: float, text: str) -> None:
     ax.annotate("", xy=(x_to, y), xytext=(x_from, y),
                 arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.5, "mutation_scale": 14})
-    ax.text((x_from + x_to) / 2, y - 0.4, text, ha="center", va="bottom", fontsize=8, family="monospace",
+    ax.text((x_from + x_to) / 2, y - 0.4, text, ha="center", va="bottom", fontsize=8.5, family="monospace",
             linespacing=1.3)
 
 
@@ -218,7 +218,7 @@ def _head_brackets(ax: Axes, x0: float, y: float, num_heads: int, head_dim: int,
     for h in range(num_heads):
         left, right = x0 + h * head_dim + 0.1, x0 + (h + 1) * head_dim - 0.1
         ax.plot([left, right], [y, y], color=colors[h], lw=4, solid_capstyle="butt")
-        ax.text((left + right) / 2, y - 0.25, f"head {h}", ha="center", va="bottom", fontsize=8)
+        ax.text((left + right) / 2, y - 0.25, f"head {h}", ha="center", va="bottom", fontsize=9)
 
 
 def _layout_axes(width: float, height: float, title: str | None) -> tuple[Figure, Axes]:
@@ -229,7 +229,7 @@ def _layout_axes(width: float, height: float, title: str | None) -> tuple[Figure
     ax.set_aspect("equal")
     ax.axis("off")
     if title:
-        ax.text(width / 2, 0.35, title, ha="center", va="top", fontsize=10, weight="bold")
+        ax.text(width / 2, 0.35, title, ha="center", va="top", fontsize=11, weight="bold")
     return fig, ax
 
 
@@ -276,12 +276,12 @@ def split_heads_layout(
         blocks = codes.reshape(B, H, L, Dh).reshape(B * H, L, Dh)
     colors = head_colors(H)
 
-    left_x, left_w = 5.5, D
-    right_x = left_x + left_w + 9.0
+    left_x, left_w = 4.0, D
+    right_x = left_x + left_w + 8.5
     top = 2.6
     right_h = B * H * L + (B * H - 1) * _GAP
     left_h = B * L + (B - 1) * _GAP
-    width = right_x + Dh + 6.5
+    width = right_x + Dh + 5.0
     height = top + right_h + 1.6
     fig, ax = _layout_axes(width, height, title)
 
@@ -292,8 +292,9 @@ def split_heads_layout(
     for b in range(B):
         y = y_left + b * (L + _GAP)
         _draw_block(ax, left_x, y, token[b], head[b], colors, label=f"sequence {b}")
-    ax.text(left_x + left_w / 2, y_left + left_h + 0.4, f"{name}  (B, L, D) = ({B}, {L}, {D})",
-            ha="center", va="top", fontsize=8)
+    n = "S" if name in ("K", "V") else "L"
+    ax.text(left_x + left_w / 2, y_left + left_h + 0.4, f"{name}  (B, {n}, D) = ({B}, {L}, {D})",
+            ha="center", va="top", fontsize=9)
 
     # Right: B*H blocks of (L, Dh).
     seq, token, head = _decode(blocks, L, D, Dh)
@@ -307,11 +308,12 @@ def split_heads_layout(
         else:
             label = f"[{b}, {h}]?"
         _draw_block(ax, right_x, y, token[r], head[r], colors, label=label, label_side="right")
-    shape = f"(B*H, L, Dh) = ({B * H}, {L}, {Dh})" if how == "transpose_qkv" else f"(B, H, L, Dh) = ({B}, {H}, {L}, {Dh})"
-    ax.text(right_x + Dh / 2, top - 0.4, shape, ha="center", va="bottom", fontsize=8)
+    n = "S" if name in ("K", "V") else "L"  # keys and values have S positions, queries L
+    shape = f"(B*H, {n}, Dh) = ({B * H}, {L}, {Dh})" if how == "transpose_qkv" else f"(B, H, {n}, Dh) = ({B}, {H}, {L}, {Dh})"
+    ax.text(right_x + Dh / 2, top - 0.4, shape, ha="center", va="bottom", fontsize=9)
 
     _arrow(ax, left_x + left_w + 0.6, right_x - 0.6, top + right_h / 2, _SPLIT_HOWS[how].format(name=name, H=H))
-    ax.text(0.3, height - 0.5, "colour = head of the feature, number = token position", fontsize=7.5,
+    ax.text(0.3, height - 0.5, "colour = head of the feature, number = token position", fontsize=8.5,
             color="#555555", va="bottom")
     return fig
 
@@ -341,11 +343,11 @@ def merge_heads_layout(
     colors = head_colors(H)
 
     left_x = 6.5
-    right_x = left_x + Dh + 10.0
+    right_x = left_x + Dh + 9.0
     top = 2.6
     left_h = B * H * L + (B * H - 1) * _GAP
     right_h = B * L + (B - 1) * _GAP
-    width = right_x + D + 5.0
+    width = right_x + D + 4.2
     height = top + left_h + 1.6
     fig, ax = _layout_axes(width, height, title)
 
@@ -353,7 +355,7 @@ def merge_heads_layout(
     for r in range(B * H):
         b, h = divmod(r, H)
         _draw_block(ax, left_x, top + r * (L + _GAP), token[r], head[r], colors, label=f"row {r}: head {h} of seq {b}")
-    ax.text(left_x + Dh / 2, top - 0.4, f"(B*H, L, Dh) = ({B * H}, {L}, {Dh})", ha="center", va="bottom", fontsize=8)
+    ax.text(left_x + Dh / 2, top - 0.4, f"(B*H, L, Dh) = ({B * H}, {L}, {Dh})", ha="center", va="bottom", fontsize=9)
 
     y_right = top + (left_h - right_h) / 2
     _head_brackets(ax, right_x, y_right - 0.5, H, Dh, colors)
@@ -362,11 +364,11 @@ def merge_heads_layout(
         _draw_block(ax, right_x, y_right + b * (L + _GAP), token[b], head[b], colors, label=f"sequence {b}",
                     label_side="right")
     ax.text(right_x + D / 2, y_right + right_h + 0.4, f"{name}  (B, L, D) = ({B}, {L}, {D})", ha="center", va="top",
-            fontsize=8)
+            fontsize=9)
 
     _arrow(ax, left_x + Dh + 0.6, right_x - 0.6, top + left_h / 2,
            f"transpose_output({name}, {H})\n(B*H, L, Dh) -> (B, H, L, Dh)\n-> swap H, L -> (B, L, D)")
-    ax.text(0.3, height - 0.5, "colour = head, number = token position", fontsize=7.5, color="#555555", va="bottom")
+    ax.text(0.3, height - 0.5, "colour = head, number = token position", fontsize=8.5, color="#555555", va="bottom")
     return fig
 
 
@@ -398,17 +400,17 @@ def head_scores_layout(
     k_blocks = split_heads(_codes(1, S, D), H)[0]  # (H, S, Dh)
     colors = head_colors(H)
 
-    q_x = 4.5
+    q_x = 3.5
     k_x = q_x + Dh + 2.0
     s_x = k_x + S + 2.0
     row_h = max(L, Dh)
     top = 2.6
-    width = s_x + S + 6.5
+    width = s_x + S + 6.0
     height = top + H * row_h + (H - 1) * 1.2 + 1.6
     fig, ax = _layout_axes(width, height, title)
-    ax.text(q_x + Dh / 2, top - 0.4, "Q_h  (L, Dh)", ha="center", va="bottom", fontsize=8)
-    ax.text(k_x + S / 2, top - 0.4, "K_h^T  (Dh, S)", ha="center", va="bottom", fontsize=8)
-    ax.text(s_x + S / 2, top - 0.4, "Q_h K_h^T / sqrt(Dh)  (L, S)", ha="center", va="bottom", fontsize=8)
+    ax.text(q_x + Dh / 2, top - 0.4, "Q_h  (L, Dh)", ha="center", va="bottom", fontsize=9)
+    ax.text(k_x + S / 2, top - 0.4, "K_h^T  (Dh, S)", ha="center", va="bottom", fontsize=9)
+    ax.text(s_x + S / 2, top - 0.4, "Q_h K_h^T / sqrt(Dh)  (L, S)", ha="center", va="bottom", fontsize=9)
 
     for h in range(H):
         y = top + h * (row_h + 1.2)
@@ -425,7 +427,7 @@ def head_scores_layout(
                 ax.text(s_x + j + 0.5, y + i + 0.5, f"{i}·{j}", ha="center", va="center", fontsize=7)
         ax.add_patch(Rectangle((s_x, y), S, L, fill=False, edgecolor="#444444", linewidth=0.8))
         ax.text(s_x + S + 0.3, y + L / 2, f"softmax per row\n-> weights of head {h}", ha="left", va="center",
-                fontsize=7.5)
+                fontsize=8.5)
     ax.text(0.3, height - 0.5, "colour = head; q2 = query token 2, k1 = key token 1; cell i·j = score of query i "
-            "and key j", fontsize=7.5, color="#555555", va="bottom")
+            "and key j", fontsize=8.5, color="#555555", va="bottom")
     return fig
