@@ -1092,6 +1092,14 @@ def test_solution_shows_readable_source(capsys):
     assert "torch.repeat_interleave(valid_lens, num_heads, dim=0)" in out
 
 
+def test_shortcuts_and_unknown_id():
+    import mhalib.exercises as ex
+
+    assert ex.check("causal_mask", causal_right_arange, show=False).status == "passed"
+    with pytest.raises(KeyError, match="no exercise 'causal'; the exercises are: masked_softmax"):
+        ex.hint("causal")
+
+
 def test_import_mhalib_is_lazy_and_exercises_need_no_matplotlib():
     code = (
         "import sys, mhalib\n"
