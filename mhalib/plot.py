@@ -221,6 +221,22 @@ def _head_brackets(ax: Axes, x0: float, y: float, num_heads: int, head_dim: int,
         ax.text((left + right) / 2, y - 0.25, f"head {h}", ha="center", va="bottom", fontsize=9)
 
 
+def _draw_sequences(
+    ax: Axes, x0: float, y0: float, token: Tensor, head: Tensor, colors: Sequence, num_heads: int, caption: str,
+    label_side: str,
+) -> None:
+    """The (B, L, D) side of a diagram: 'head h' brackets, one grid per sequence, a caption below."""
+    B, L, D = token.shape
+    _head_brackets(ax, x0, y0 - 0.5, num_heads, D // num_heads, colors)
+    for b in range(B):
+        _draw_block(ax, x0, y0 + b * (L + _GAP), token[b], head[b], colors, label=f"sequence {b}", label_side=label_side)
+    ax.text(x0 + D / 2, y0 + B * L + (B - 1) * _GAP + 0.4, caption, ha="center", va="top", fontsize=9)
+
+
+def _footnote(ax: Axes, height: float, text: str) -> None:
+    ax.text(0.3, height - 0.5, text, fontsize=8.5, color="#555555", va="bottom")
+
+
 def _layout_axes(width: float, height: float, title: str | None) -> tuple[Figure, Axes]:
     fig = plt.figure(figsize=(width * _CELL_INCH, height * _CELL_INCH))
     ax = fig.add_axes((0, 0, 1, 1))
@@ -286,15 +302,10 @@ def split_heads_layout(
     fig, ax = _layout_axes(width, height, title)
 
     # Left: the B sequences, vertically centred against the right-hand stack.
-    y_left = top + (right_h - left_h) / 2
-    _head_brackets(ax, left_x, y_left - 0.5, H, Dh, colors)
-    seq, token, head = _decode(codes, L, D, Dh)
-    for b in range(B):
-        y = y_left + b * (L + _GAP)
-        _draw_block(ax, left_x, y, token[b], head[b], colors, label=f"sequence {b}")
-    n = "S" if name in ("K", "V") else "L"
-    ax.text(left_x + left_w / 2, y_left + left_h + 0.4, f"{name}  (B, {n}, D) = ({B}, {L}, {D})",
-            ha="center", va="top", fontsize=9)
+    n = "S" if name in ("K", "V") else "L"  # keys and values have S positions, queries L
+    _, token, head = _decode(codes, L, D, Dh)
+    _draw_sequences(ax, left_x, top + (right_h - left_h) / 2, token, head, colors, H,
+                    f"{name}  (B, {n}, D) = ({B}, {L}, {D})", label_side="left")
 
     # Right: B*H blocks of (L, Dh).
     seq, token, head = _decode(blocks, L, D, Dh)
@@ -308,13 +319,11 @@ def split_heads_layout(
         else:
             label = f"[{b}, {h}]?"
         _draw_block(ax, right_x, y, token[r], head[r], colors, label=label, label_side="right")
-    n = "S" if name in ("K", "V") else "L"  # keys and values have S positions, queries L
     shape = f"(B*H, {n}, Dh) = ({B * H}, {L}, {Dh})" if how == "transpose_qkv" else f"(B, H, {n}, Dh) = ({B}, {H}, {L}, {Dh})"
     ax.text(right_x + Dh / 2, top - 0.4, shape, ha="center", va="bottom", fontsize=9)
 
     _arrow(ax, left_x + left_w + 0.6, right_x - 0.6, top + right_h / 2, _SPLIT_HOWS[how].format(name=name, H=H))
-    ax.text(0.3, height - 0.5, "colour = head of the feature, number = token position", fontsize=8.5,
-            color="#555555", va="bottom")
+    _footnote(ax, height, "colour = head of the feature, number = token position")
     return fig
 
 
@@ -357,18 +366,13 @@ def merge_heads_layout(
         _draw_block(ax, left_x, top + r * (L + _GAP), token[r], head[r], colors, label=f"row {r}: head {h} of seq {b}")
     ax.text(left_x + Dh / 2, top - 0.4, f"(B*H, L, Dh) = ({B * H}, {L}, {Dh})", ha="center", va="bottom", fontsize=9)
 
-    y_right = top + (left_h - right_h) / 2
-    _head_brackets(ax, right_x, y_right - 0.5, H, Dh, colors)
-    seq, token, head = _decode(merged, L, D, Dh)
-    for b in range(B):
-        _draw_block(ax, right_x, y_right + b * (L + _GAP), token[b], head[b], colors, label=f"sequence {b}",
-                    label_side="right")
-    ax.text(right_x + D / 2, y_right + right_h + 0.4, f"{name}  (B, L, D) = ({B}, {L}, {D})", ha="center", va="top",
-            fontsize=9)
+    _, token, head = _decode(merged, L, D, Dh)
+    _draw_sequences(ax, right_x, top + (left_h - right_h) / 2, token, head, colors, H,
+                    f"{name}  (B, L, D) = ({B}, {L}, {D})", label_side="right")
 
     _arrow(ax, left_x + Dh + 0.6, right_x - 0.6, top + left_h / 2,
            f"transpose_output({name}, {H})\n(B*H, L, Dh) -> (B, H, L, Dh)\n-> swap H, L -> (B, L, D)")
-    ax.text(0.3, height - 0.5, "colour = head, number = token position", fontsize=8.5, color="#555555", va="bottom")
+    _footnote(ax, height, "colour = head, number = token position")
     return fig
 
 
@@ -428,6 +432,5 @@ def head_scores_layout(
         ax.add_patch(Rectangle((s_x, y), S, L, fill=False, edgecolor="#444444", linewidth=0.8))
         ax.text(s_x + S + 0.3, y + L / 2, f"softmax per row\n-> weights of head {h}", ha="left", va="center",
                 fontsize=8.5)
-    ax.text(0.3, height - 0.5, "colour = head; q2 = query token 2, k1 = key token 1; cell i·j = score of query i "
-            "and key j", fontsize=8.5, color="#555555", va="bottom")
+    _footnote(ax, height, "colour = head; q2 = query token 2, k1 = key token 1; cell i·j = score of query i and key j")
     return fig
