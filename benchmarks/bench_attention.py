@@ -8,7 +8,8 @@ Not part of the test suite. Run it from the repository root::
 
 Every ratio compares two implementations measured in the same run, interleaved call by
 call (A, B, A, B, ...), so a busy machine slows both alike. Times are medians of ``--runs``
-single calls timed with ``torch.utils.benchmark.Timer`` after one warm-up call each.
+single calls (more for T < 1024: x1024/T, at most x8) timed with
+``torch.utils.benchmark.Timer`` after one warm-up call each.
 Shapes: B=4 sequences, D=256 (embed_dim), H=8 heads, Dh=32, T = L = S tokens.
 """
 
@@ -230,21 +231,23 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch threads {torch.get_num_threads()}, float32, B={B}, D={D}, H={H}, Dh={Dh}, "
-        f"median of {runs} interleaved runs\n"
+        f"median of {runs} interleaved runs per T >= 1024 (x1024/T, at most x8, below)\n"
     )
     # Memory first: a child process inherits the parent's ru_maxrss, so the parent must still be small.
     memory_text = "" if args.no_memory else memory_report(memory_T)
     print("| T | inference: mhalib / torch MHA | training fwd+bwd: mhalib / torch MHA | with weights: mhalib sdpa / plain |")
     print("|---:|---:|---:|---:|")
     for T in sizes:
-        inf = bench_inference(T, runs)
-        trn = bench_training(T, runs)
+        # Short calls are the noisiest on a shared machine and the cheapest: time more of them.
+        runs_T = runs * min(8, max(1, 1024 // T))
+        inf = bench_inference(T, runs_T)
+        trn = bench_training(T, runs_T)
         cells = [
             f"{inf['mhalib'] / inf['torch']:.2f}x ({inf['mhalib'] * 1e3:.0f} / {inf['torch'] * 1e3:.0f} ms)",
             f"{trn['mhalib'] / trn['torch']:.2f}x ({trn['mhalib'] * 1e3:.0f} / {trn['torch'] * 1e3:.0f} ms)",
         ]
         if T <= args.explicit_max:
-            exp = bench_explicit(T, runs)
+            exp = bench_explicit(T, runs_T)
             cells.append(f"{exp['mhalib'] / exp['plain']:.2f}x ({exp['mhalib'] * 1e3:.0f} / {exp['plain'] * 1e3:.0f} ms)")
         else:
             cells.append(f"not run (T > --explicit-max {args.explicit_max})")

@@ -213,7 +213,8 @@ def scaled_dot_product_attention(
 
     L, S = query.shape[-2], key.shape[-2]
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = query @ key.transpose(-2, -1) * scale  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    # Scaling the (..., L, E) query costs less than scaling the (..., L, S) scores; same result.
+    scores = (query * scale) @ key.transpose(-2, -1)  # (..., L, E) @ (..., E, S) -> (..., L, S)
 
     if is_causal:
         attn_mask = causal_mask(L, S, device=query.device)
