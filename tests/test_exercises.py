@@ -623,6 +623,150 @@ def mha_right_torch_module(query, key, value, W_q, W_k, W_v, W_o, num_heads, val
     return m(query, key, value, valid_lens=valid_lens, need_weights=False)[0].detach()
 
 
+# --- padding_mask ---------------------------------------------------------------------------------
+
+
+def pm_torch_style(valid_lens, S):
+    # What nn.MultiheadAttention wants, not what the course's attention wants.
+    positions = torch.arange(S).expand(len(valid_lens), S)
+    return positions >= valid_lens.unsqueeze(1)
+
+
+def pm_inverted(valid_lens, S):
+    is_pad = torch.arange(S)[None, :] >= valid_lens[:, None]
+    return is_pad.view(-1, 1, 1, S)
+
+
+def pm_off_by_one_loop(valid_lens, S):
+    mask = torch.zeros(len(valid_lens), 1, 1, S, dtype=torch.bool)
+    for b, n in enumerate(valid_lens.tolist()):
+        for j in range(S):
+            mask[b, 0, 0, j] = j <= n
+    return mask
+
+
+def pm_no_head_axes(valid_lens, S):
+    return torch.arange(S)[None, :] < valid_lens[:, None]  # (B, S)
+
+
+def pm_one_axis_added(valid_lens, S):
+    return (torch.arange(S) < valid_lens[:, None]).unsqueeze(1)  # (B, 1, S)
+
+
+def pm_keys_first(valid_lens, S):
+    mask = torch.arange(S)[None, :] < valid_lens[:, None]
+    return mask[:, :, None, None]  # (B, S, 1, 1)
+
+
+def pm_keys_on_query_axis(valid_lens, S):
+    return (torch.arange(S)[None, :, None] < valid_lens[:, None, None]).unsqueeze(1)  # (B, 1, S, 1)
+
+
+def pm_float(valid_lens, S):
+    return (torch.arange(S) < valid_lens[:, None]).float()[:, None, None, :]
+
+
+def pm_int(valid_lens, S):
+    return (torch.arange(S)[None, :] < valid_lens[:, None]).long().reshape(-1, 1, 1, S)
+
+
+def pm_additive(valid_lens, S):
+    allowed = torch.arange(S)[None, :] < valid_lens[:, None]
+    bias = torch.zeros(len(valid_lens), S).masked_fill(~allowed, float("-inf"))
+    return bias[:, None, None, :]
+
+
+def pm_compared_directly(valid_lens, S):
+    return (torch.arange(S) < valid_lens).reshape(-1, 1, 1, S)
+
+
+def pm_right_unsqueeze(valid_lens, S):
+    return (torch.arange(S)[None, :] < valid_lens[:, None]).unsqueeze(1).unsqueeze(1)
+
+
+def pm_right_reshape(valid_lens, S):
+    return (torch.arange(S)[None, :] < valid_lens[:, None]).reshape(len(valid_lens), 1, 1, S)
+
+
+def pm_right_none_indexing(valid_lens, S):
+    return torch.arange(S) < valid_lens[:, None, None, None]
+
+
+def pm_right_loop(valid_lens, S):
+    mask = torch.zeros(valid_lens.shape[0], 1, 1, S, dtype=torch.bool)
+    for b in range(valid_lens.shape[0]):
+        mask[b, :, :, : int(valid_lens[b])] = True
+    return mask
+
+
+def pm_right_negated_padding(valid_lens, S):
+    is_pad = torch.arange(S).expand(len(valid_lens), S) >= valid_lens.unsqueeze(-1)
+    return torch.logical_not(is_pad)[:, None, None]
+
+
+# --- torch_key_padding_mask --------------------------------------------------------------------
+
+NUM_HEADS = 4  # a notebook global a learner might reach for
+
+
+def kpm_course_convention(valid_lens, S):
+    return torch.arange(S)[None, :] < valid_lens[:, None]
+
+
+def kpm_mhalib_unchanged(valid_lens, S):
+    return mhalib.padding_mask(valid_lens, S)
+
+
+def kpm_off_by_one(valid_lens, S):
+    return torch.arange(S)[None, :] > valid_lens[:, None]
+
+
+def kpm_four_dims(valid_lens, S):
+    return ~mhalib.padding_mask(valid_lens, S)  # (B, 1, 1, S)
+
+
+def kpm_float(valid_lens, S):
+    return (torch.arange(S)[None, :] >= valid_lens[:, None]).float()
+
+
+def kpm_int(valid_lens, S):
+    return (torch.arange(S)[None, :] >= valid_lens[:, None]).to(torch.uint8)
+
+
+def kpm_additive(valid_lens, S):
+    is_pad = torch.arange(S)[None, :] >= valid_lens[:, None]
+    return torch.zeros(is_pad.shape).masked_fill(is_pad, float("-inf"))
+
+
+def kpm_repeated_over_heads(valid_lens, S):
+    is_pad = torch.arange(S)[None, :] >= valid_lens[:, None]
+    return is_pad.repeat_interleave(NUM_HEADS, dim=0)  # (B*H, S), like the lengths of chapter 3
+
+
+def kpm_compared_directly(valid_lens, S):
+    return torch.arange(S) >= valid_lens
+
+
+def kpm_right_ge(valid_lens, S):
+    return torch.arange(S)[None, :] >= valid_lens[:, None]
+
+
+def kpm_right_negate_course_mask(valid_lens, S):
+    return ~mhalib.padding_mask(valid_lens, S).squeeze(1).squeeze(1)
+
+
+def kpm_right_logical_not_reshape(valid_lens, S):
+    allowed = torch.arange(S).unsqueeze(0) < valid_lens.unsqueeze(1)
+    return torch.logical_not(allowed).reshape(len(valid_lens), S)
+
+
+def kpm_right_loop(valid_lens, S):
+    mask = torch.ones(len(valid_lens), S, dtype=torch.bool)
+    for b, n in enumerate(valid_lens.tolist()):
+        mask[b, :n] = False
+    return mask
+
+
 # =============================================================================================
 # The tables: wrong answers with the phrase their feedback must contain; right answers
 # =============================================================================================
@@ -712,6 +856,30 @@ WRONG = {
         (mha_ignores_lengths, "ignores valid_lens"),
         (mha_wrong_axis, "softmax over the wrong axis"),
     ],
+    "padding_mask": [
+        (pm_torch_style, "PyTorch's `key_padding_mask`"),
+        (pm_inverted, "the polarity is inverted"),
+        (pm_off_by_one_loop, "off by one"),
+        (pm_no_head_axes, "lacks the head and query axes"),
+        (pm_one_axis_added, "lacks the head and query axes"),
+        (pm_keys_first, "the key axis is not last"),
+        (pm_keys_on_query_axis, "the key axis is not last"),
+        (pm_float, "as float numbers"),
+        (pm_int, "as integers"),
+        (pm_additive, "additive float mask"),
+        (pm_compared_directly, "a broadcasting error", "error"),
+    ],
+    "torch_key_padding_mask": [
+        (kpm_course_convention, "this course's convention"),
+        (kpm_mhalib_unchanged, "course's padding mask unchanged"),
+        (kpm_off_by_one, "off by one"),
+        (kpm_four_dims, "Drop the extra axes"),
+        (kpm_float, "as float numbers"),
+        (kpm_int, "as integers"),
+        (kpm_additive, "additive float form"),
+        (kpm_repeated_over_heads, "repeats it over the heads itself"),
+        (kpm_compared_directly, "a broadcasting error", "error"),
+    ],
 }
 
 RIGHT = {
@@ -724,6 +892,8 @@ RIGHT = {
     "transpose_output": [tout_right_loop, tout_right_merge],
     "repeat_valid_lens": [rvl_right_expand, rvl_right_loop],
     "multi_head_attention": [mha_right_d2l, mha_right_loop_heads, mha_right_torch_module],
+    "padding_mask": [pm_right_unsqueeze, pm_right_reshape, pm_right_none_indexing, pm_right_loop, pm_right_negated_padding],
+    "torch_key_padding_mask": [kpm_right_ge, kpm_right_negate_course_mask, kpm_right_logical_not_reshape, kpm_right_loop],
 }
 
 REQUIRED_IDS = {
@@ -736,6 +906,8 @@ REQUIRED_IDS = {
     "transpose_output",
     "repeat_valid_lens",
     "multi_head_attention",
+    "padding_mask",
+    "torch_key_padding_mask",
 }
 
 
@@ -808,6 +980,35 @@ def test_module_catalogue_variants_are_recognised_as_themselves():
             for variant in mistake.variants:
                 result = exercise.check(variant, show=False)
                 assert mistake.key in result.mistakes, (exercise.id, mistake.key, result.message)
+
+
+def test_padding_mask_reference_matches_mhalib_and_torch_module():
+    """The two masks do what the exercises say: ours in mhalib's attention, PyTorch's in its module."""
+    torch.manual_seed(0)
+    B, S, D, H = 3, 5, 8, 2
+    valid_lens = torch.tensor([5, 2, 3])  # >= 1: a fully padded row is NaN in PyTorch's module
+    x = torch.randn(B, S, D)
+    theirs = torch.nn.MultiheadAttention(D, H, batch_first=True).eval()
+    mine = mhalib.MultiHeadAttention.from_torch(theirs).eval()
+    key_padding_mask = EXERCISES["torch_key_padding_mask"].solution_function(valid_lens, S)
+    out_theirs, _ = theirs(x, x, x, key_padding_mask=key_padding_mask)
+    out_mine, _ = mine(x, x, x, valid_lens=valid_lens)
+    torch.testing.assert_close(out_mine, out_theirs)
+    q = k = v = torch.randn(B, H, S, D // H)
+    mask = EXERCISES["padding_mask"].solution_function(valid_lens, S)  # (B, 1, 1, S)
+    torch.testing.assert_close(
+        mhalib.scaled_dot_product_attention(q, k, v, attn_mask=mask)[0],
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+    )
+    # A (B, S) mask lines up as (1, 1, B, S) against (B, H, L, S): an error when B != L ...
+    with pytest.raises(RuntimeError):
+        torch.broadcast_shapes(pm_no_head_axes(valid_lens, S).shape, (B, H, S, S))
+    # ... and silently wrong when B == L: query b of every sequence gets sequence b's length.
+    L = S = B
+    wrong = pm_no_head_axes(valid_lens, S).expand(B, H, L, S)
+    right = EXERCISES["padding_mask"].solution_function(valid_lens, S).expand(B, H, L, S)
+    assert not torch.equal(wrong, right)
+    torch.testing.assert_close(wrong[0, 0], right[:, 0, 0])  # row i of sequence 0 = sequence i's mask
 
 
 # --- robustness: whatever the learner's function does, the check answers ----------------------

@@ -27,6 +27,8 @@ Exercise ids and signatures::
     transpose_output              (x, num_heads) -> (B, L, H*Dh)
     repeat_valid_lens             (valid_lens, num_heads) -> (B*H,) or (B*H, L)
     multi_head_attention          (query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None) -> out
+    padding_mask                  (valid_lens, S) -> bool (B, 1, 1, S), True = may attend
+    torch_key_padding_mask        (valid_lens, S) -> bool (B, S), True = padding (nn.MultiheadAttention)
 """
 
 from __future__ import annotations

@@ -952,6 +952,238 @@ MULTI_HEAD_ATTENTION = Exercise(
 )
 
 
+# --- padding_mask and torch_key_padding_mask (chapter 4) ------------------------------------------
+
+PM_ARGS = ["valid_lens", "S"]
+
+
+def _pm_cases(gen: torch.Generator) -> list[Case]:
+    c = lambda name, *a: _case(name, PM_ARGS, *a)  # noqa: E731
+    return [
+        c("two sequences", torch.tensor([3, 1]), 4),
+        c("one sequence", torch.tensor([2]), 3),
+        c("a sequence of length 0", torch.tensor([0, 2, 3]), 3),
+        c("random lengths", torch.randint(0, 7, (4,), generator=gen), 6),
+        c("int32 lengths", torch.tensor([2, 5], dtype=torch.int32), 5),
+    ]
+
+
+def _pm_allowed(valid_lens: Tensor, S: int, compare: str = "lt") -> Tensor:
+    """(B, S) bool: key j compared with the length of its sequence."""
+    positions = torch.arange(S)[None, :]  # (1, S)
+    lens = valid_lens[:, None]  # (B, 1)
+    return {"lt": positions < lens, "le": positions <= lens, "ge": positions >= lens, "gt": positions > lens}[compare]
+
+
+def _heads_queries(mask: Tensor) -> Tensor:
+    """(B, S) -> (B, 1, 1, S)."""
+    return mask[:, None, None, :]
+
+
+NOT_BOOL = "your mask holds the right pattern but as {what}; "
+BROADCAST_ERROR = "must match the size of tensor"
+
+PM_MISTAKES = [
+    Mistake(
+        "torch_convention",
+        "you built PyTorch's `key_padding_mask`: shape (B, S) with True = padding. This course's mask is "
+        "the opposite, True = may attend (key j < valid_len), and has shape (B, 1, 1, S) so that it "
+        "broadcasts against the scores (B, H, L, S).",
+        [lambda v, S: _pm_allowed(v, S, "ge")],
+    ),
+    Mistake(
+        "inverted",
+        "the polarity is inverted: True marks the padding here (the convention of nn.MultiheadAttention's "
+        "key_padding_mask). In this course True = may attend: positions < valid_len.",
+        [lambda v, S: _heads_queries(_pm_allowed(v, S, "ge"))],
+    ),
+    Mistake(
+        "off_by_one",
+        "off by one: keys 0 .. valid_len - 1 are real and position valid_len is already padding. "
+        "Compare positions < valid_len, not <=.",
+        [lambda v, S: _heads_queries(_pm_allowed(v, S, "le"))],
+    ),
+    Mistake(
+        "missing_axes",
+        "your mask lacks the head and query axes. Broadcasting lines up the LAST axes, so against the "
+        "scores (B, H, L, S) a (B, S) mask acts as (1, 1, B, S), the batch on the query axis: an error "
+        "when B != L, and worse, no error when B == L, with query b of every sequence getting sequence "
+        "b's length (a (B, 1, S) mask puts the batch on the head axis). "
+        "Return (B, 1, 1, S): mask[:, None, None, :].",
+        [
+            lambda v, S: _pm_allowed(v, S),
+            lambda v, S: _pm_allowed(v, S)[:, None, :],
+        ],
+    ),
+    Mistake(
+        "keys_not_last",
+        "the key axis is not last: the scores are (B, H, L, S), so the mask must be (B, 1, 1, S) with the "
+        "positions j along the last axis (you have them on the head or query axis).",
+        [
+            lambda v, S: _pm_allowed(v, S)[:, :, None, None],
+            lambda v, S: _pm_allowed(v, S)[:, None, :, None],
+        ],
+    ),
+    Mistake(
+        "float_mask",
+        NOT_BOOL.format(what="float numbers 1.0/0.0")
+        + "a float mask is *added* to the scores, so it would block nothing. Return a bool mask: the "
+        "comparison itself (positions < valid_len), or .bool() at the end.",
+        [lambda v, S, _d=d: _heads_queries(_pm_allowed(v, S)).to(_d) for d in (torch.float32, torch.float64)],
+    ),
+    Mistake(
+        "int_mask",
+        NOT_BOOL.format(what="integers") + "return a bool mask (dtype=torch.bool or .bool()).",
+        [
+            lambda v, S, _d=d: _heads_queries(_pm_allowed(v, S)).to(_d)
+            for d in (torch.int64, torch.int32, torch.uint8)
+        ],
+    ),
+    Mistake(
+        "additive_mask",
+        "you built an additive float mask (0 for real keys, -inf at the padding). This exercise asks for "
+        "the boolean form: True where key j may be attended to (j < valid_len).",
+        [
+            lambda v, S, _f=f, _d=d: torch.zeros(len(v), 1, 1, S, dtype=_d).masked_fill(
+                ~_heads_queries(_pm_allowed(v, S)), _f
+            )
+            for f in FILLS
+            for d in (torch.float32, torch.float64)
+        ],
+    ),
+    Mistake(
+        "compared_directly",
+        "a broadcasting error: torch.arange(S) has shape (S,) and valid_lens (B,), and comparing them "
+        "directly lines up those two axes. Give each its own axis so that every length meets every "
+        "position: torch.arange(S)[None, :] < valid_lens[:, None] is (B, S).",
+        error_contains=BROADCAST_ERROR,
+    ),
+]
+
+PADDING_MASK = Exercise(
+    id="padding_mask",
+    title="Padding mask for the heads",
+    signature="padding_mask(valid_lens, S) -> mask (B, 1, 1, S)",
+    description=(
+        "valid_lens (B,) integer lengths, S the number of keys -> a bool mask of shape (B, 1, 1, S), "
+        "True where key j may be attended to (j < valid_len), which broadcasts against the multi-head "
+        "scores (B, H, L, S)."
+    ),
+    reference=lambda valid_lens, S: mf.padding_mask(valid_lens, S),
+    solution=sol.solution_padding_mask,
+    make_cases=_pm_cases,
+    arg_names=PM_ARGS,
+    mistakes=PM_MISTAKES,
+    hints=[
+        "Compare the key positions torch.arange(S) with each sequence's length: key j of sequence b is real "
+        "when j < valid_lens[b].",
+        "Put the positions and the lengths on different axes so that they broadcast to (B, S): "
+        "torch.arange(S)[None, :] < valid_lens[:, None].",
+        "The scores are (B, H, L, S) and broadcasting lines up the last axes: insert the head and query "
+        "axes, mask[:, None, None, :] -> (B, 1, 1, S). The comparison is already bool.",
+    ],
+    output_name="mask",
+)
+
+
+TKPM_MISTAKES = [
+    Mistake(
+        "our_convention",
+        "you returned this course's convention (True = may attend). nn.MultiheadAttention's "
+        "key_padding_mask means the opposite: True = padding, may NOT attend. Negate it with ~, "
+        "or compare positions >= valid_len.",
+        [lambda v, S: _pm_allowed(v, S)],
+    ),
+    Mistake(
+        "course_mask_unchanged",
+        "you returned the course's padding mask unchanged: (B, 1, 1, S) with True = may attend. PyTorch's "
+        "key_padding_mask differs in both: shape (B, S) and True = padding. Use "
+        "~mask[:, 0, 0, :] (or compare positions >= valid_len directly).",
+        [lambda v, S: _heads_queries(_pm_allowed(v, S))],
+    ),
+    Mistake(
+        "off_by_one",
+        "off by one: the first padded key is at position valid_len itself. Compare positions >= valid_len, "
+        "not > (the negation of < is >=).",
+        [lambda v, S: _pm_allowed(v, S, "gt")],
+    ),
+    Mistake(
+        "extra_axes",
+        "key_padding_mask has shape (B, S), one row per sequence: nn.MultiheadAttention adds the head and "
+        "query axes itself (and raises an error for other shapes). Drop the extra axes.",
+        [
+            lambda v, S: _heads_queries(_pm_allowed(v, S, "ge")),
+            lambda v, S: _pm_allowed(v, S, "ge")[:, None, :],
+        ],
+    ),
+    Mistake(
+        "float_mask",
+        NOT_BOOL.format(what="float numbers 1.0/0.0")
+        + "nn.MultiheadAttention *adds* a float key_padding_mask to the scores, so 1.0 at the padding "
+        "would raise those scores by 1 instead of blocking them. Return bool (the comparison itself).",
+        [lambda v, S, _d=d: _pm_allowed(v, S, "ge").to(_d) for d in (torch.float32, torch.float64)],
+    ),
+    Mistake(
+        "int_mask",
+        NOT_BOOL.format(what="integers") + "return a bool mask (dtype=torch.bool or .bool()).",
+        [lambda v, S, _d=d: _pm_allowed(v, S, "ge").to(_d) for d in (torch.int64, torch.int32, torch.uint8)],
+    ),
+    Mistake(
+        "additive_mask",
+        "you built the additive float form (0 for real keys, -inf at the padding). nn.MultiheadAttention "
+        "accepts it too, but this exercise asks for the boolean form: True at the padding.",
+        [
+            lambda v, S, _f=f, _d=d: torch.zeros(len(v), S, dtype=_d).masked_fill(_pm_allowed(v, S, "ge"), _f)
+            for f in FILLS
+            for d in (torch.float32, torch.float64)
+        ],
+    ),
+    Mistake(
+        "repeated_over_heads",
+        "your mask has more rows than there are sequences: key_padding_mask is (B, S), one row per "
+        "sequence, and nn.MultiheadAttention repeats it over the heads itself (it rejects B*H rows). Only a per-head "
+        "attn_mask of shape (B*H, L, S) would need repeat_interleave.",
+        [
+            lambda v, S, _h=h: _pm_allowed(v, S, "ge").repeat_interleave(_h, dim=0)
+            for h in range(2, 9)
+        ]
+        + [lambda v, S, _h=h: _pm_allowed(v, S, "ge").repeat(_h, 1) for h in range(2, 9)],
+    ),
+    Mistake(
+        "compared_directly",
+        "a broadcasting error: torch.arange(S) has shape (S,) and valid_lens (B,), and comparing them "
+        "directly lines up those two axes. Give each its own axis so that every length meets every "
+        "position: torch.arange(S)[None, :] >= valid_lens[:, None] is (B, S).",
+        error_contains=BROADCAST_ERROR,
+    ),
+]
+
+TORCH_KEY_PADDING_MASK = Exercise(
+    id="torch_key_padding_mask",
+    title="A key_padding_mask for nn.MultiheadAttention",
+    signature="torch_key_padding_mask(valid_lens, S) -> mask (B, S)",
+    description=(
+        "valid_lens (B,) integer lengths, S the number of keys -> the bool (B, S) mask that "
+        "nn.MultiheadAttention takes as key_padding_mask: True where key j is padding (j >= valid_len), "
+        "i.e. may NOT be attended to; the opposite of this course's convention."
+    ),
+    reference=lambda valid_lens, S: ~mf.padding_mask(valid_lens, S)[:, 0, 0, :],
+    solution=sol.solution_torch_key_padding_mask,
+    make_cases=_pm_cases,
+    arg_names=PM_ARGS,
+    mistakes=TKPM_MISTAKES,
+    hints=[
+        "nn.MultiheadAttention's boolean masks say where attention is blocked: True = padding. Key j of "
+        "sequence b is padding when j >= valid_lens[b].",
+        "Compare positions and lengths on different axes: torch.arange(S)[None, :] >= valid_lens[:, None] "
+        "is already (B, S) and bool.",
+        "No head or query axes and no repetition over heads: the module broadcasts a (B, S) "
+        "key_padding_mask over them itself. (Equivalently: ~mhalib.padding_mask(valid_lens, S)[:, 0, 0, :].)",
+    ],
+    output_name="key_padding_mask",
+)
+
+
 ALL = [
     MASKED_SOFTMAX,
     SCALED_DOT_PRODUCT_ATTENTION,
@@ -962,4 +1194,6 @@ ALL = [
     TRANSPOSE_OUTPUT,
     REPEAT_VALID_LENS,
     MULTI_HEAD_ATTENTION,
+    PADDING_MASK,
+    TORCH_KEY_PADDING_MASK,
 ]

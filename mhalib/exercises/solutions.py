@@ -103,3 +103,20 @@ def solution_multi_head_attention(query, key, value, W_q, W_k, W_v, W_o, num_hea
     weights = torch.softmax(scores, dim=-1)  # (B, H, L, S)
     out = (weights @ v).transpose(1, 2).reshape(B, L, D)  # (B, H, L, Dh) -> (B, L, H, Dh) -> (B, L, D)
     return out @ W_o.T  # (B, L, D)
+
+
+def solution_padding_mask(valid_lens: Tensor, S: int) -> Tensor:
+    """(B,) lengths -> (B, 1, 1, S) bool, True where key j may be attended to (j < valid_len)."""
+    positions = torch.arange(S, device=valid_lens.device)  # (S,)
+    allowed = positions[None, :] < valid_lens[:, None]  # (1, S) vs (B, 1) -> (B, S)
+    # Broadcasting lines up the last axes: add the head and query axes so that the mask
+    # broadcasts against the scores (B, H, L, S) as (B, 1, 1, S).
+    return allowed[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
+
+
+def solution_torch_key_padding_mask(valid_lens: Tensor, S: int) -> Tensor:
+    """(B,) lengths -> (B, S) bool for nn.MultiheadAttention: True at padding (j >= valid_len)."""
+    positions = torch.arange(S, device=valid_lens.device)  # (S,)
+    # PyTorch's module: True = may NOT attend, the negation of the course's mask (< becomes >=).
+    # One row per sequence; the module broadcasts it over the heads and queries itself.
+    return positions[None, :] >= valid_lens[:, None]  # (B, S)
