@@ -249,10 +249,11 @@ def _layout_axes(width: float, height: float, title: str | None) -> tuple[Figure
     return fig, ax
 
 
-_SPLIT_HOWS = {
-    "transpose_qkv": "transpose_qkv({name}, {H})\n(B, L, D) -> (B, L, H, Dh)\n-> swap L, H -> (B*H, L, Dh)",
-    "split_heads": "split_heads({name}, {H})\n(B, L, D) -> (B, L, H, Dh)\n-> swap L, H -> (B, H, L, Dh)",
-    "reshape_only": "{name}.reshape(B, H, L, Dh)\nno swap: WRONG",
+_SPLIT_HOWS = {  # {n} is L for queries, S for keys and values
+    "transpose_qkv": "transpose_qkv({name}, {H})\n(B, {n}, D) -> (B, {n}, H, Dh)\n-> swap {n}, H -> (B, H, {n}, Dh)"
+                     "\n-> fold B, H -> (B*H, {n}, Dh)",
+    "split_heads": "split_heads({name}, {H})\n(B, {n}, D) -> (B, {n}, H, Dh)\n-> swap {n}, H -> (B, H, {n}, Dh)",
+    "reshape_only": "{name}.reshape(B, H, {n}, Dh)\nno swap: WRONG",
 }
 
 
@@ -268,7 +269,7 @@ def split_heads_layout(
     """Diagram of cutting ``name`` (B, L, D) into heads; colour = head, number = token.
 
     ``how`` is ``"transpose_qkv"`` (the folded layout, blocks labelled by their row
-    ``b*H + h``), ``"split_heads"`` (blocks labelled ``[b, h]``) or ``"reshape_only"``
+    ``b*H + h``), ``"split_heads"`` (blocks labelled ``[b, h]: seq b, head h``) or ``"reshape_only"``
     (``reshape(B, H, L, Dh)`` without the swap, which mixes tokens and heads in a block).
     The right-hand blocks are computed by running the real functions on a tensor that
     records where each entry came from.
@@ -297,7 +298,7 @@ def split_heads_layout(
     top = 2.6
     right_h = B * H * L + (B * H - 1) * _GAP
     left_h = B * L + (B - 1) * _GAP
-    width = right_x + Dh + 5.0
+    width = right_x + Dh + (5.0 if how == "transpose_qkv" else 7.5)  # room for the block labels
     height = top + right_h + 1.6
     fig, ax = _layout_axes(width, height, title)
 
@@ -315,14 +316,14 @@ def split_heads_layout(
         if how == "transpose_qkv":
             label = f"row {r} = {b}*{H}+{h}"
         elif how == "split_heads":
-            label = f"[{b}, {h}]"
+            label = f"[{b}, {h}]: seq {b}, head {h}"
         else:
-            label = f"[{b}, {h}]?"
+            label = f"[{b}, {h}]: seq {b}, head {h}?"
         _draw_block(ax, right_x, y, token[r], head[r], colors, label=label, label_side="right")
     shape = f"(B*H, {n}, Dh) = ({B * H}, {L}, {Dh})" if how == "transpose_qkv" else f"(B, H, {n}, Dh) = ({B}, {H}, {L}, {Dh})"
     ax.text(right_x + Dh / 2, top - 0.4, shape, ha="center", va="bottom", fontsize=9)
 
-    _arrow(ax, left_x + left_w + 0.6, right_x - 0.6, top + right_h / 2, _SPLIT_HOWS[how].format(name=name, H=H))
+    _arrow(ax, left_x + left_w + 0.6, right_x - 0.6, top + right_h / 2, _SPLIT_HOWS[how].format(name=name, H=H, n=n))
     _footnote(ax, height, "colour = head of the feature, number = token position")
     return fig
 

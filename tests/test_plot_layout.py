@@ -91,3 +91,15 @@ def test_scores_layout_draws_one_score_block_per_head() -> None:
 def test_layout_arguments_are_checked(call, match) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_split_layout_labels_name_sequence_and_head_and_keys_use_s() -> None:
+    fig = plot.split_heads_layout(batch=2, seq_len=4, embed_dim=4, num_heads=2, name="Q", how="split_heads")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "[1, 0]: seq 1, head 0" in texts
+    plt.close(fig)
+    fig = plot.split_heads_layout(batch=2, seq_len=4, embed_dim=4, num_heads=2, name="K", how="transpose_qkv")
+    arrow = next(t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("transpose_qkv("))
+    assert "(B, S, D)" in arrow and "(B*H, S, Dh)" in arrow and "fold" in arrow
+    assert ", L," not in arrow  # keys have S positions, not L
+    plt.close(fig)
