@@ -7,9 +7,10 @@ Not part of the test suite. Run it from the repository root::
     .venv/bin/python benchmarks/bench_attention.py --sizes 256,1024 --runs 5
 
 Every ratio compares two implementations measured in the same run, interleaved call by
-call (A, B, A, B, ...), so a busy machine slows both alike. Times are medians of ``--runs``
-single calls (more for T < 1024: x1024/T, at most x8) timed with
-``torch.utils.benchmark.Timer`` after one warm-up call each.
+call (A, B, A, B, ...), so a busy machine slows both alike. Each implementation is timed
+on ``--runs`` single calls (more for T < 1024: x1024/T, at most x8) with
+``torch.utils.benchmark.Timer`` after one warm-up call; a cell shows the ratio of the
+medians and the ratio of the minimums (steadier when other jobs share the machine).
 Shapes: B=4 sequences, D=256 (embed_dim), H=8 heads, Dh=32, T = L = S tokens.
 """
 
@@ -38,8 +39,8 @@ THREADS = 2
 MiB = 2**20
 
 
-def median_times(fns: dict[str, callable], runs: int) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved across the functions."""
+def interleaved_times(fns: dict[str, callable], runs: int) -> dict[str, list[float]]:
+    """Seconds per call of each function (``runs`` samples), calls interleaved across the functions."""
     timers = {name: Timer(stmt="fn()", globals={"fn": fn}, num_threads=THREADS) for name, fn in fns.items()}
     for fn in fns.values():  # warm-up: first-call allocations, kernel selection
         fn()
@@ -47,7 +48,15 @@ def median_times(fns: dict[str, callable], runs: int) -> dict[str, float]:
     for _ in range(runs):
         for name, timer in timers.items():
             samples[name].append(timer.timeit(1).median)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
+
+
+def ratio_cell(samples: dict[str, list[float]], ours: str, theirs: str) -> str:
+    """'median ratio / min ratio (median ms / median ms)'. On a shared machine other jobs only
+    ever add time, so the ratio of the minimums is the steadier of the two."""
+    a, b = samples[ours], samples[theirs]
+    med_a, med_b = statistics.median(a), statistics.median(b)
+    return f"{med_a / med_b:.2f}x / {min(a) / min(b):.2f}x ({med_a * 1e3:.0f} / {med_b * 1e3:.0f} ms)"
 
 
 def make_modules(train: bool) -> tuple[mhalib.MultiHeadAttention, nn.MultiheadAttention]:
@@ -71,7 +80,7 @@ def bench_inference(T: int, runs: int) -> dict[str, float]:
         with torch.no_grad():
             return theirs(x, x, x, attn_mask=not_allowed, is_causal=True, need_weights=False)
 
-    return median_times({"mhalib": mine, "torch": torchs}, runs)
+    return interleaved_times({"mhalib": mine, "torch": torchs}, runs)
 
 
 def bench_training(T: int, runs: int) -> dict[str, float]:
@@ -92,7 +101,7 @@ def bench_training(T: int, runs: int) -> dict[str, float]:
         out, _ = theirs(x, x, x, attn_mask=not_allowed, is_causal=True, need_weights=False)
         out.sum().backward()
 
-    return median_times({"mhalib": mine, "torch": torchs}, runs)
+    return interleaved_times({"mhalib": mine, "torch": torchs}, runs)
 
 
 def bench_explicit(T: int, runs: int) -> dict[str, float]:
@@ -109,7 +118,7 @@ def bench_explicit(T: int, runs: int) -> dict[str, float]:
             weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(Dh), dim=-1)  # (B, H, T, T)
             return weights @ v, weights
 
-    return median_times({"mhalib": mine, "plain": plain}, runs)
+    return interleaved_times({"mhalib": mine, "plain": plain}, runs)
 
 
 # --- peak memory, in a fresh interpreter per measurement ------------------------------------
@@ -235,6 +244,7 @@ def main() -> None:
     )
     # Memory first: a child process inherits the parent's ru_maxrss, so the parent must still be small.
     memory_text = "" if args.no_memory else memory_report(memory_T)
+    print("Cells: ratio of medians / ratio of minimums (median ms of mhalib / of the other); below 1x mhalib is faster.\n")
     print("| T | inference: mhalib / torch MHA | training fwd+bwd: mhalib / torch MHA | with weights: mhalib sdpa / plain |")
     print("|---:|---:|---:|---:|")
     for T in sizes:
@@ -242,13 +252,10 @@ def main() -> None:
         runs_T = runs * min(8, max(1, 1024 // T))
         inf = bench_inference(T, runs_T)
         trn = bench_training(T, runs_T)
-        cells = [
-            f"{inf['mhalib'] / inf['torch']:.2f}x ({inf['mhalib'] * 1e3:.0f} / {inf['torch'] * 1e3:.0f} ms)",
-            f"{trn['mhalib'] / trn['torch']:.2f}x ({trn['mhalib'] * 1e3:.0f} / {trn['torch'] * 1e3:.0f} ms)",
-        ]
+        cells = [ratio_cell(inf, "mhalib", "torch"), ratio_cell(trn, "mhalib", "torch")]
         if T <= args.explicit_max:
             exp = bench_explicit(T, runs_T)
-            cells.append(f"{exp['mhalib'] / exp['plain']:.2f}x ({exp['mhalib'] * 1e3:.0f} / {exp['plain'] * 1e3:.0f} ms)")
+            cells.append(ratio_cell(exp, "mhalib", "plain"))
         else:
             cells.append(f"not run (T > --explicit-max {args.explicit_max})")
         print(f"| {T} | " + " | ".join(cells) + " |", flush=True)
