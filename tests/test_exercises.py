@@ -36,6 +36,139 @@ def stub(*args):
 # Learner-style answers, right and wrong, per exercise
 # =============================================================================================
 
+# --- softmax_weights (chapter 1) -----------------------------------------------------------------
+
+
+def sw_dim0(scores):
+    return torch.softmax(scores, dim=0)
+
+
+def sw_dim1(scores):
+    return F.softmax(scores, dim=1)  # fine for (L, S), but there is no axis 1 in one query's (S,)
+
+
+def sw_no_max_subtracted(scores):
+    e = scores.exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+def sw_divide_by_sum(scores):
+    total = scores.sum(dim=-1, keepdim=True)
+    return scores / total
+
+
+def sw_exp_only(scores):
+    return torch.exp(scores - scores.max(dim=-1, keepdim=True)[0])
+
+
+def sw_sum_of_everything(scores):
+    e = torch.exp(scores - scores.max())
+    return e / torch.sum(e)
+
+
+def sw_no_keepdim(scores):
+    e = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    return e / e.sum(dim=-1)
+
+
+def sw_log_softmax(scores):
+    return F.log_softmax(scores, dim=-1)
+
+
+def sw_right_functional(scores):
+    return F.softmax(scores, dim=-1)
+
+
+def sw_right_max_shift(scores):
+    biggest, _ = scores.max(dim=-1, keepdim=True)
+    e = (scores - biggest).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def sw_right_logsumexp(scores):
+    return torch.exp(scores - torch.logsumexp(scores, dim=-1, keepdim=True))
+
+
+def sw_right_loop(scores):
+    rows = scores.reshape(-1, scores.shape[-1])
+    return torch.stack([row.softmax(dim=0) for row in rows]).reshape(scores.shape)
+
+
+# --- soft_lookup (chapter 1) -----------------------------------------------------------------------
+
+
+def sl_scaled_like_chapter_2(q, k, v):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
+
+
+def sl_softmax_over_queries(q, k, v):
+    weights = torch.softmax(q @ k.transpose(1, 2), dim=1)
+    return weights @ v, weights
+
+
+def sl_values_times_weights(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+    return v @ weights, weights
+
+
+def sl_bmm_transposed_weights(q, k, v):
+    weights = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=2)
+    return torch.bmm(weights.transpose(1, 2), v), weights
+
+
+def sl_averages_keys(q, k, v):
+    weights = torch.softmax(q @ k.mT, dim=-1)
+    return weights @ k, weights
+
+
+def sl_keys_not_transposed(q, k, v):
+    weights = torch.softmax(q @ k, dim=-1)
+    return weights @ v, weights
+
+
+def sl_raw_scores(q, k, v):
+    scores = q @ k.transpose(-2, -1)
+    return scores @ v, scores
+
+
+def sl_returns_weights(q, k, v):
+    return torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+
+
+def sl_returns_out(q, k, v):
+    return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+
+
+def sl_weights_first(q, k, v):
+    weights = torch.einsum("ble,bse->bls", q, k).softmax(-1)
+    return weights, torch.einsum("bls,bsv->blv", weights, v)
+
+
+def sl_right_einsum(q, k, v):
+    weights = torch.einsum("ble,bse->bls", q, k).softmax(-1)
+    return torch.einsum("bls,bsv->blv", weights, v), weights
+
+
+def sl_right_bmm(q, k, v):
+    weights = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=2)
+    return torch.bmm(weights, v), weights
+
+
+def sl_right_mhalib(q, k, v):
+    return mhalib.scaled_dot_product_attention(q, k, v, scale=1.0)
+
+
+def sl_right_loop(q, k, v):
+    outs, all_weights = [], []
+    for qb, kb, vb in zip(q, k, v):
+        weights = torch.softmax(qb @ kb.T, dim=-1)
+        outs.append(weights @ vb)
+        all_weights.append(weights)
+    return torch.stack(outs), torch.stack(all_weights)
+
+
 # --- masked_softmax ------------------------------------------------------------------------
 
 
@@ -772,6 +905,28 @@ def kpm_right_loop(valid_lens, S):
 # =============================================================================================
 
 WRONG = {
+    "softmax_weights": [
+        (sw_dim0, "softmax over the wrong axis"),
+        (sw_dim1, "softmax over the wrong axis", "error"),
+        (sw_no_max_subtracted, "large scores gave NaN"),
+        (sw_divide_by_sum, "without exponentiating"),
+        (sw_exp_only, "do not sum to 1"),
+        (sw_sum_of_everything, "sum of the whole tensor"),
+        (sw_no_keepdim, "keepdim=True"),
+        (sw_log_softmax, "log-probabilities"),
+    ],
+    "soft_lookup": [
+        (sl_scaled_like_chapter_2, "belongs to the next chapter"),
+        (sl_softmax_over_queries, "softmax over the wrong axis"),
+        (sl_values_times_weights, "multiplies the wrong way round"),
+        (sl_bmm_transposed_weights, "multiplies the wrong way round"),
+        (sl_averages_keys, "averaged the keys instead of the values"),
+        (sl_keys_not_transposed, "q @ k multiplies the wrong axes"),
+        (sl_raw_scores, "averaged with the raw scores"),
+        (sl_returns_weights, "returned only the weights"),
+        (sl_returns_out, "returned only `out`"),
+        (sl_weights_first, "return (out, weights), in that order"),
+    ],
     "masked_softmax": [
         (ms_wrong_axis, "softmax over the wrong axis"),
         (ms_d2l_minus_1e6, "came out uniform"),
@@ -883,6 +1038,8 @@ WRONG = {
 }
 
 RIGHT = {
+    "softmax_weights": [sw_right_functional, sw_right_max_shift, sw_right_logsumexp, sw_right_loop],
+    "soft_lookup": [sl_right_einsum, sl_right_bmm, sl_right_mhalib, sl_right_loop],
     "masked_softmax": [ms_right_loop, ms_right_large_negative, ms_right_nan_to_num, ms_right_manual_softmax],
     "scaled_dot_product_attention": [sdpa_right_einsum, sdpa_right_float_mask],
     "causal_mask": [causal_right_tril_ones, causal_right_arange, causal_right_loop],
@@ -897,6 +1054,8 @@ RIGHT = {
 }
 
 REQUIRED_IDS = {
+    "softmax_weights",
+    "soft_lookup",
     "masked_softmax",
     "scaled_dot_product_attention",
     "causal_mask",
@@ -1099,11 +1258,11 @@ def test_stored_notebook_outputs_keep_their_text():
         'Run EXERCISES["causal_mask"].hint() for a hint.'
     )
     passed = check("causal_mask", causal_right_loop)
-    assert passed.message == "✅ `causal_mask`: passed all 4 cases (L = 1, L = 2, L = 3, L = 5)."
+    assert passed.message == "✅ `causal_mask`: passed all 4 cases (L = 1; L = 2; L = 3; L = 5)."
     assert passed._repr_html_() == (
         '<div class="mhalib-check mhalib-check-passed" style="border-left: 5px solid #2e7d32; '
         'padding: 0.4em 0.8em; margin: 0.3em 0;"><strong style="color: #2e7d32;">✅ <code>causal_mask</code>: '
-        "passed all 4 cases (L = 1, L = 2, L = 3, L = 5).</strong></div>"
+        "passed all 4 cases (L = 1; L = 2; L = 3; L = 5).</strong></div>"
     )
 
 
@@ -1297,7 +1456,7 @@ def test_shortcuts_and_unknown_id():
     import mhalib.exercises as ex
 
     assert ex.check("causal_mask", causal_right_arange, show=False).status == "passed"
-    with pytest.raises(KeyError, match="no exercise 'causal'; the exercises are: masked_softmax"):
+    with pytest.raises(KeyError, match="no exercise 'causal'; the exercises are: softmax_weights, soft_lookup, masked_softmax"):
         ex.hint("causal")
 
 

@@ -18,6 +18,8 @@ that still raises ``NotImplementedError`` counts as "not attempted".
 
 Exercise ids and signatures::
 
+    softmax_weights               (scores) -> weights, softmax over the last axis
+    soft_lookup                   (q, k, v) -> (out, weights), no scale (chapter 1)
     masked_softmax                (scores, valid_lens) -> weights
     scaled_dot_product_attention  (q, k, v, mask=None) -> (out, weights)
     causal_mask                   (L) -> bool (L, L)

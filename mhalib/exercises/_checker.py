@@ -538,7 +538,7 @@ class Exercise:
             return self._result("failed", lines, tuple(m.key for m in mistakes))
         return self._result(
             "passed",
-            [f"{_ICONS['passed']} {name}: passed all {len(cases)} cases ({', '.join(c.name for c in cases)})."],
+            [f"{_ICONS['passed']} {name}: passed all {len(cases)} cases ({'; '.join(c.name for c in cases)})."],
         )
 
     def _small_inputs(self, case: Case) -> list[str]:

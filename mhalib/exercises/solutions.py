@@ -15,6 +15,23 @@ import torch
 from torch import Tensor
 
 
+def solution_softmax_weights(scores: Tensor) -> Tensor:
+    """Softmax over the last axis (the keys): positive weights that sum to 1 along it."""
+    # Only differences between scores matter, so subtract each row's largest score first:
+    # the exponentials are then at most exp(0) = 1 and cannot overflow to inf.
+    shifted = scores - scores.max(dim=-1, keepdim=True).values
+    exps = torch.exp(shifted)
+    return exps / exps.sum(dim=-1, keepdim=True)  # keepdim: (..., 1) divides each row
+
+
+def solution_soft_lookup(q: Tensor, k: Tensor, v: Tensor):
+    """out, weights of the plain soft lookup of chapter 1 (dot products, no scale, no mask)."""
+    scores = q @ k.transpose(-2, -1)  # (B, L, E) @ (B, E, S) -> (B, L, S)
+    weights = torch.softmax(scores, dim=-1)  # each query's weights over the keys sum to 1
+    out = weights @ v  # (B, L, S) @ (B, S, Ev) -> (B, L, Ev)
+    return out, weights
+
+
 def solution_masked_softmax(scores: Tensor, valid_lens: Tensor | None) -> Tensor:
     """Softmax over the keys (last axis) of scores (B, L, S), ignoring keys >= valid length."""
     if valid_lens is None:
