@@ -22,6 +22,22 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def merge_streams(cell: nbformat.NotebookNode) -> None:
+    """Join consecutive stdout (or stderr) outputs into one, as nbval and the book show them.
+
+    How a kernel splits its prints into messages depends on timing; merging keeps the stored
+    notebook the same from one run to the next.
+    """
+    merged: list = []
+    for out in cell.get("outputs", []):
+        last = merged[-1] if merged else None
+        if out.output_type == "stream" and last is not None and last.output_type == "stream" and last.name == out.name:
+            last.text += out.text
+        else:
+            merged.append(out)
+    cell.outputs = merged
+
+
 def execute(path: Path, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -34,6 +50,9 @@ def execute(path: Path, timeout: int) -> float:
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            merge_streams(cell)
     # The kernel's language_info carries the exact Python patch version; keep only what
     # a reader's kernel will match.
     nb.metadata.kernelspec = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
