@@ -102,6 +102,28 @@ def structure_problems(nb: dict) -> list[str]:
     return problems
 
 
+def nested_fence_problems(nb: dict) -> list[str]:
+    """A fenced block inside a directive fenced with as many backticks closes the directive
+    early: the rest of a solution then shows outside its dropdown."""
+    problems = []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        outer = None
+        for line in "".join(cell["source"]).splitlines():
+            match = re.match(r"^(`{3,}|~{3,})\s*(\S*)", line.strip())
+            if not match:
+                continue
+            fence, info = match.groups()
+            if outer is None:
+                outer = fence
+            elif info and fence == outer:
+                problems.append(f"cell {i}: a {fence}{info} block inside a block fenced with {outer}: fence the outer one with more backticks")
+            elif not info and fence[0] == outer[0] and len(fence) >= len(outer):
+                outer = None
+    return problems
+
+
 RULES = [
     execution_order_problems,
     error_output_problems,
@@ -109,6 +131,7 @@ RULES = [
     kernel_problems,
     figure_problems,
     structure_problems,
+    nested_fence_problems,
 ]
 
 
@@ -185,10 +208,16 @@ def test_rules_pass_a_good_notebook() -> None:
         (figure_problems, lambda nb: nb["cells"][2]["metadata"].clear()),
         (structure_problems, lambda nb: nb["cells"][3].update(source=["## Summary\n"])),
         (structure_problems, lambda nb: nb["cells"][1].update(source=["import sys; sys.path.insert(0, '..')"])),
+        (nested_fence_problems, lambda nb: nb["cells"][3].update(source=["```{solution} ex\n:class: dropdown\n\n```python\nx = 1\n```\nmore\n```\n"])),
     ],
 )
 def test_rule_catches_its_mistake(rule, change) -> None:
     assert rule(broken(change)) != []
+
+
+def test_fence_rule_allows_a_longer_outer_fence() -> None:
+    source = ["````{solution} ex\n:class: dropdown\n\n```python\nx = 1\n```\n````\n\n```{exercise} Next\n```\n"]
+    assert nested_fence_problems(broken(lambda nb: nb["cells"][3].update(source=source))) == []
 
 
 def test_error_rule_allows_tagged_cells() -> None:
