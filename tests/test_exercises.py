@@ -1255,8 +1255,11 @@ def test_stored_notebook_outputs_keep_their_text():
     assert check("causal_mask", stub).message == (
         "✏️ `causal_mask`: not attempted yet.\n"
         "Replace the line `raise NotImplementedError(...)` with your code and run the cell again.\n"
-        'Run EXERCISES["causal_mask"].hint() for a hint.'
+        'Run `EXERCISES["causal_mask"].hint()` for a hint.'
     )
+    not_attempted_html = check("causal_mask", stub)._repr_html_()
+    assert "`" not in not_attempted_html  # code is shown as <code>, not as raw backticks
+    assert "<code>raise NotImplementedError(...)</code>" in not_attempted_html
     passed = check("causal_mask", causal_right_loop)
     assert passed.message == "✅ `causal_mask`: passed all 4 cases (L = 1; L = 2; L = 3; L = 5)."
     assert passed._repr_html_() == (

@@ -98,6 +98,9 @@ class CheckResult:
                 head, sep, rest = line.partition(":") if line.startswith("Likely") else ("", "", line[4:])
                 label = f"<strong>{html.escape(head + sep)}</strong> " if sep else "&bull; "
                 parts.append(f'<p style="margin: 0.4em 0 0 0;">{label}{_inline_html(rest.strip())}</p>')
+            elif "`" in line:  # a sentence with code in it, not a tensor: inline <code>
+                flush()
+                parts.append(f'<p style="margin: 0.4em 0 0 0;">{_inline_html(line.strip())}</p>')
             else:
                 pre.append(line)
         flush()
@@ -456,7 +459,7 @@ class Exercise:
 
     def _check(self, fn: Callable, timeout: float) -> CheckResult:
         name = f"`{self.id}`"
-        hint_line = f'Run EXERCISES["{self.id}"].hint() for a hint.'
+        hint_line = f'Run `EXERCISES["{self.id}"].hint()` for a hint.'
         if not callable(fn):
             return self._result(
                 "error",
