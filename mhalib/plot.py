@@ -66,7 +66,7 @@ def attention_heatmap(
     _check_labels("query_labels", query_labels, L)
     _check_labels("key_labels", key_labels, S)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(0.55 * S + 2.2, 0.5 * L + 1.3), layout="constrained")
+        fig, ax = plt.subplots(figsize=(0.65 * S + 2.2, 0.5 * L + 1.3), layout="constrained")
     fig = ax.figure
     image = ax.imshow(weights.numpy(), cmap=CMAP, vmin=0.0, vmax=vmax, aspect="auto")
     ax.set_xticks(range(S), key_labels if key_labels is not None else range(S))
@@ -84,7 +84,7 @@ def attention_heatmap(
         for i in range(L):
             for j in range(S):
                 w = float(weights[i, j])
-                ax.text(j, i, f"{w:.2f}", ha="center", va="center", fontsize=8,
+                ax.text(j, i, f"{w:.2f}", ha="center", va="center", fontsize=10,
                         color="black" if w > 0.6 * top else "white")
     if colorbar:
         fig.colorbar(image, ax=ax, label="weight", shrink=0.8)

@@ -102,6 +102,25 @@ def structure_problems(nb: dict) -> list[str]:
     return problems
 
 
+MAX_LINE = 78  # what a page of the book shows without scrolling a code box
+
+
+def line_length_problems(nb: dict) -> list[str]:
+    """Code lines, and printed lines, that the book would cut at the right edge."""
+    problems = []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        lines = "".join(cell["source"]).splitlines()
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                lines += "".join(out.get("text", "")).splitlines()
+        long = [line for line in lines if len(line) > MAX_LINE]
+        if long:
+            problems.append(f"cell {i}: {len(long)} line(s) over {MAX_LINE} characters, e.g. {long[0][:40]!r}...")
+    return problems
+
+
 def nested_fence_problems(nb: dict) -> list[str]:
     """A fenced block inside a directive fenced with as many backticks closes the directive
     early: the rest of a solution then shows outside its dropdown."""
@@ -132,6 +151,7 @@ RULES = [
     figure_problems,
     structure_problems,
     nested_fence_problems,
+    line_length_problems,
 ]
 
 
@@ -208,6 +228,8 @@ def test_rules_pass_a_good_notebook() -> None:
         (figure_problems, lambda nb: nb["cells"][2]["metadata"].clear()),
         (structure_problems, lambda nb: nb["cells"][3].update(source=["## Summary\n"])),
         (structure_problems, lambda nb: nb["cells"][1].update(source=["import sys; sys.path.insert(0, '..')"])),
+        (line_length_problems, lambda nb: nb["cells"][1].update(source=["x = 1  # " + "a comment that runs on " * 4])),
+        (line_length_problems, lambda nb: nb["cells"][1]["outputs"].append({"output_type": "stream", "name": "stdout", "text": ["-" * 79]})),
         (nested_fence_problems, lambda nb: nb["cells"][3].update(source=["```{solution} ex\n:class: dropdown\n\n```python\nx = 1\n```\nmore\n```\n"])),
     ],
 )
