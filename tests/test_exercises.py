@@ -1499,3 +1499,25 @@ if __name__ == "__main__":
     for exercise_id, n, caught in rows:
         print(f"| {exercise_id:30} | {n:13} | {caught:28} |")
     print(f"| {'total':30} | {sum(r[1] for r in rows):13} | {sum(r[2] for r in rows):28} |")
+
+
+def test_subtracting_the_global_max_is_named():
+    def global_max_softmax(scores):
+        exps = torch.exp(scores - scores.max())  # one max for the whole tensor
+        return exps / exps.sum(dim=-1, keepdim=True)
+
+    result = check("softmax_weights", global_max_softmax)
+    assert result.status == "failed"
+    assert "each row's own" in result.message
+
+
+def test_integer_lengths_of_another_integer_dtype_pass():
+    # int32 lengths returned as int64 are still the right lengths.
+    result = check("repeat_valid_lens", lambda lens, h: torch.repeat_interleave(lens, h, dim=0).long())
+    assert result.status == "passed", result.message
+
+
+def test_float64_result_for_float32_input_is_told_to_keep_the_dtype():
+    result = check("softmax_weights", lambda scores: torch.softmax(scores.double(), dim=-1))
+    assert result.status == "failed"
+    assert "Keep the input's dtype" in result.message

@@ -269,12 +269,20 @@ def _tolerances(t: Tensor) -> tuple[float, float]:
     return 1e-4, 1e-5
 
 
+def _same_kind_of_dtype(expected: torch.dtype, got: torch.dtype) -> bool:
+    """Equal dtypes; or both integer (int32 lengths returned as int64 are still lengths)."""
+    if expected == got:
+        return True
+    integer = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    return expected in integer and got in integer
+
+
 def same(a: Any, b: Any) -> bool:
     """Same structure, shapes, dtypes and (within float32-friendly tolerances) values; NaN == NaN."""
     if isinstance(a, Tensor) or isinstance(b, Tensor):
         if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
             return False
-        if a.shape != b.shape or a.dtype != b.dtype:
+        if a.shape != b.shape or not _same_kind_of_dtype(a.dtype, b.dtype):
             return False
         if not a.is_floating_point():
             return torch.equal(a, b)
@@ -381,8 +389,14 @@ def diagnose(expected: Any, got: Any, name: str = "output") -> str | None:
         return f"Expected {name} to be a torch.Tensor, got {_kind(got)}.{extra}"
     if got.shape != expected.shape:
         return f"Expected {name} of shape {tuple(expected.shape)}, got shape {tuple(got.shape)}."
-    if got.dtype != expected.dtype:
-        return f"Expected {name} of dtype {expected.dtype}, got dtype {got.dtype}."
+    if not _same_kind_of_dtype(expected.dtype, got.dtype):
+        advice = ""
+        if expected.is_floating_point() and got.is_floating_point():
+            advice = (" Keep the input's dtype: a float32 input must give a float32 result"
+                      " (compute in the input's dtype, or cast back with `.to(x.dtype)`).")
+        elif expected.dtype == torch.bool:
+            advice = " Return a boolean tensor, from a comparison such as `j < n`, not numbers."
+        return f"Expected {name} of dtype {expected.dtype}, got dtype {got.dtype}.{advice}"
     if got.is_floating_point():
         nan = torch.isnan(got) & ~torch.isnan(expected)
         if bool(nan.any()):

@@ -51,7 +51,7 @@ SW_ARGS = ["scores"]
 def _sw_cases(gen: torch.Generator) -> list[Case]:
     c = lambda name, *a: _case(name, SW_ARGS, *a)  # noqa: E731
     return [
-        c("one query, scores (2, 1, 3)", torch.tensor([2.0, 1.0, 3.0], dtype=torch.float64)),
+        c("one query, scores [2, 1, 3]", torch.tensor([2.0, 1.0, 3.0], dtype=torch.float64)),
         c("three queries, three keys", _randn(gen, 3, 3, scale=2.0)),
         c("four queries, three keys", _randn(gen, 4, 3, scale=2.0)),
         c("a batch (B, L, S)", _randn(gen, 2, 3, 4, scale=2.0)),
@@ -82,6 +82,13 @@ SW_MISTAKES = [
         "division computes inf/inf or 0/0. Softmax only sees differences between scores: subtract each "
         "row's largest score first (scores - scores.max(dim=-1, keepdim=True).values), or use torch.softmax.",
         [_sw_exp_normalised],
+    ),
+    Mistake(
+        "global_max",
+        "you subtracted the largest score of the whole tensor, not of each row: a row whose scores all lie "
+        "far below it underflows to exp(...) = 0 everywhere, and 0/0 gives NaN. Subtract each row's own "
+        "largest score: scores.max(dim=-1, keepdim=True).values.",
+        [lambda s: _sw_exp_normalised(s - s.max())],
     ),
     Mistake(
         "no_exp",
@@ -1158,6 +1165,8 @@ MULTI_HEAD_ATTENTION = Exercise(
         "Scores per head: q @ k.transpose(-2, -1) / math.sqrt(Dh), shape (B, H, L, S). Mask the padded "
         "keys (positions >= valid length) with -inf, softmax over the last axis, multiply by v.",
         "Merge the heads back to (B, L, D) (transpose(1, 2), then reshape) and finish with @ W_o.T.",
+        "Lengths against (B, H, L, S) scores: (B,) lengths mask keys as valid_lens[:, None, None, None]; "
+        "(B, L) lengths (one per query) as valid_lens[:, None, :, None]; compare with torch.arange(S).",
     ],
     output_name="out",
 )
