@@ -372,7 +372,8 @@ def merge_heads_layout(
                     f"{name}  (B, L, D) = ({B}, {L}, {D})", label_side="right")
 
     _arrow(ax, left_x + Dh + 0.6, right_x - 0.6, top + left_h / 2,
-           f"transpose_output({name}, {H})\n(B*H, L, Dh) -> (B, H, L, Dh)\n-> swap H, L -> (B, L, D)")
+           f"transpose_output({name}, {H})\n(B*H, L, Dh) -> (B, H, L, Dh)\n"
+           "-> swap H, L -> (B, L, H, Dh)\n-> (B, L, D)")
     _footnote(ax, height, "colour = head, number = token position")
     return fig
 
