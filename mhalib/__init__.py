@@ -11,8 +11,9 @@ Mask convention (PyTorch's ``scaled_dot_product_attention``): a boolean mask is 
 a query **may attend**; a float mask is added to the scores. A query that may attend to
 nothing gets zero weights and a zero output.
 
-Submodules loaded on demand: ``mhalib.plot`` (matplotlib figures) and ``mhalib.exercises``
-(the exercise checker). ``import mhalib`` itself imports only torch.
+Submodules loaded on demand: ``mhalib.plot`` (matplotlib figures), ``mhalib.exercises``
+(the exercise checker) and ``mhalib.pretrained`` (real models rebuilt from mhalib parts).
+``import mhalib`` itself imports only torch.
 """
 
 from .functional import (
@@ -43,8 +44,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # `mhalib.plot` and `mhalib.exercises` without importing matplotlib at `import mhalib`.
-    if name in ("plot", "exercises"):
+    # `mhalib.plot`, `mhalib.exercises`, `mhalib.pretrained`: loaded on first use, not by `import mhalib`.
+    if name in ("plot", "exercises", "pretrained"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
