@@ -1,7 +1,7 @@
 """Tests of the exercise checker ``mhalib.exercises``.
 
 The wrong answers below are written the way learners write them, independently of the
-checker's own catalogue of mistakes (``mhalib/exercises/catalogue.py``), so these tests
+checker's own catalogue of mistakes (``mhalib/exercises/ch*.py``), so these tests
 show that the checker really recognises them. Run ``python tests/test_exercises.py`` for
 the table: per exercise, how many wrong answers were caught with their targeted message.
 """
@@ -19,7 +19,9 @@ import torch.nn.functional as F
 
 import mhalib
 from mhalib.exercises import EXERCISES, CheckResult
-from mhalib.exercises import solutions as sol
+from mhalib.exercises.ch02_scaled_dot_product import solution_scaled_dot_product_attention
+from mhalib.exercises.ch03_splitting_heads import solution_split_heads
+from mhalib.exercises.ch04_multi_head_attention import solution_multi_head_attention
 
 NEG_INF = float("-inf")
 
@@ -376,7 +378,7 @@ def sdpa_only_out(q, k, v, mask=None):
 
 
 def sdpa_swapped(q, k, v, mask=None):
-    out, weights = sol.solution_scaled_dot_product_attention(q, k, v, mask)
+    out, weights = solution_scaled_dot_product_attention(q, k, v, mask)
     return weights, out
 
 
@@ -1203,7 +1205,7 @@ def test_wrong_shape_is_failed_with_shapes():
 
 
 def test_nan_output_is_failed_with_location():
-    result = check("split_heads", lambda x, H: sol.solution_split_heads(x, H) * float("nan"))
+    result = check("split_heads", lambda x, H: solution_split_heads(x, H) * float("nan"))
     assert result.status == "failed"
     assert "contains NaN (first at index (0, 0, 0, 0))" in result.message
 
@@ -1296,20 +1298,20 @@ def test_forgotten_return_is_named():
 
 
 def test_float32_input_must_give_float32_output():
-    result = check("split_heads", lambda x, H: sol.solution_split_heads(x, H).double())
+    result = check("split_heads", lambda x, H: solution_split_heads(x, H).double())
     assert result.status == "failed"
     assert "float32 input" in result.message
     assert "Expected output of dtype torch.float32, got dtype torch.float64" in result.message
 
 
 def test_tuple_of_wrong_length():
-    result = check("scaled_dot_product_attention", lambda q, k, v, m=None: (*sol.solution_scaled_dot_product_attention(q, k, v, m), None))
+    result = check("scaled_dot_product_attention", lambda q, k, v, m=None: (*solution_scaled_dot_product_attention(q, k, v, m), None))
     assert result.status == "failed"
     assert "Expected a tuple of 2 values, got a tuple of 3" in result.message
 
 
 def test_wrong_signature_is_an_error_that_shows_the_expected_call():
-    result = check("scaled_dot_product_attention", lambda q, k, v: sol.solution_scaled_dot_product_attention(q, k, v))
+    result = check("scaled_dot_product_attention", lambda q, k, v: solution_scaled_dot_product_attention(q, k, v))
     assert result.status == "error"
     assert "TypeError" in result.message
     assert "calls your function as scaled_dot_product_attention(q, k, v, mask=None)" in result.message
@@ -1362,7 +1364,7 @@ def test_two_slips_on_different_inputs_are_named_one_at_a_time():
 
 def test_unknown_slip_in_multi_head_attention_shows_expected_and_got():
     def my_mha(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
-        return sol.solution_multi_head_attention(query, key, value, W_q, W_q, W_v, W_o, num_heads, valid_lens)
+        return solution_multi_head_attention(query, key, value, W_q, W_q, W_v, W_o, num_heads, valid_lens)
 
     result = check("multi_head_attention", my_mha)
     assert result.status == "failed" and result.mistakes == ()

@@ -35,15 +35,27 @@ Exercise ids and signatures::
 
 from __future__ import annotations
 
+from . import ch01_soft_lookup
+from . import ch02_scaled_dot_product
+from . import ch03_splitting_heads
+from . import ch04_multi_head_attention
 from ._checker import Case, CheckResult, Exercise, Mistake
-from .catalogue import ALL
+
+#: The chapters' exercise modules, in course order; each defines ``ALL: list[Exercise]``.
+#: A new chapter adds its module here (one line).
+_CHAPTERS = (
+    ch01_soft_lookup,
+    ch02_scaled_dot_product,
+    ch03_splitting_heads,
+    ch04_multi_head_attention,
+)
 
 #: Seconds a learner's function may run on one case before check() reports it as stuck;
 #: set ``mhalib.exercises.TIMEOUT = 10`` for slow machines, or pass ``check(fn, timeout=10)``.
 TIMEOUT = 5.0
 
 #: Every exercise of the course, by id.
-EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in ALL}
+EXERCISES: dict[str, Exercise] = {exercise.id: exercise for chapter in _CHAPTERS for exercise in chapter.ALL}
 
 __all__ = ["EXERCISES", "TIMEOUT", "Case", "CheckResult", "Exercise", "Mistake", "check", "hint", "solution"]
 
