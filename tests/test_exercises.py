@@ -283,7 +283,10 @@ def ms_right_manual_softmax(scores, valid_lens):
         allowed = torch.ones_like(scores, dtype=torch.bool)
     else:
         allowed = _allowed(scores, valid_lens).expand_as(scores)
-    e = torch.exp(scores - scores.max(dim=-1, keepdim=True).values) * allowed
+    # The largest score over the real keys only (a padded key may score far higher).
+    biggest = scores.masked_fill(~allowed, NEG_INF).max(dim=-1, keepdim=True).values
+    shifted = (scores - biggest.nan_to_num(neginf=0.0)).masked_fill(~allowed, NEG_INF)  # empty row: max -inf
+    e = torch.exp(shifted)  # exp(-inf) = 0 at the padding
     total = e.sum(dim=-1, keepdim=True)
     return e / torch.where(total == 0, torch.ones_like(total), total)
 
@@ -743,9 +746,10 @@ def mha_right_loop_heads(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid
         rows = slice(h * Dh, (h + 1) * Dh)  # head h's rows of each W (out, in)
         q, k, v = query @ W_q[rows].T, key @ W_k[rows].T, value @ W_v[rows].T
         scores = torch.einsum("bld,bsd->bls", q, k) / math.sqrt(Dh)
+        weights = scores.masked_fill(~mask, -1e9).softmax(-1) if mask is not None else scores.softmax(-1)
         if mask is not None:
-            scores = scores.masked_fill(~mask, -1e9)  # lengths are >= 1: no empty rows
-        outs.append(scores.softmax(-1) @ v)
+            weights = weights * mask  # a query with length 0 (uniform after -1e9) attends to nothing
+        outs.append(weights @ v)
     return torch.cat(outs, dim=-1) @ W_o.T
 
 
@@ -1325,7 +1329,7 @@ def test_partly_written_function_is_not_finished():
 
     result = check("masked_softmax", my_masked_softmax)
     assert result.status == "not_attempted"
-    assert "not finished: your function raised NotImplementedError on case 2 of 7" in result.message
+    assert "not finished: your function raised NotImplementedError on case 2 of 8" in result.message
 
 
 def test_two_slips_on_the_same_inputs_are_not_misattributed():
@@ -1340,7 +1344,7 @@ def test_two_slips_on_the_same_inputs_are_not_misattributed():
     assert result.status == "failed"
     assert result.mistakes == ()
     assert "Likely mistake" not in result.message
-    assert 'Case 1 of 6, "one query, no mask"' in result.message
+    assert 'Case 1 of 7, "one query, no mask"' in result.message
     assert "Expected out of shape (1, 1, 2), got shape (1, 1, 3)" in result.message and "hint()" in result.message
 
 

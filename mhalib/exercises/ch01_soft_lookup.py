@@ -55,6 +55,10 @@ def _sw_cases(gen: torch.Generator) -> list[Case]:
         c("large scores, around +-1000", torch.tensor([[1000.0, 1002.0, 999.0], [-1000.0, -1003.0, -999.0]],
                                                       dtype=torch.float64)),
         c("float32 input", _randn(gen, 3, 5, dtype=torch.float32, scale=2.0)),
+        # Rows spanning 100-300 in float32, where exp overflows from 89 on: only a shift by each
+        # row's maximum is safe (the +-1000 rows above span only 3-4, so shifting by the minimum
+        # or the mean passes them).
+        c("float32, scores 100-300 apart", torch.tensor([[0.0, 100.0], [-150.0, 150.0], [100.0, 90.0]])),
     ]
 
 
@@ -79,6 +83,22 @@ SW_MISTAKES = [
         "division computes inf/inf or 0/0. Softmax only sees differences between scores: subtract each "
         "row's largest score first (scores - scores.max(dim=-1, keepdim=True).values), or use torch.softmax.",
         [_sw_exp_normalised],
+    ),
+    Mistake(
+        "min_shift",
+        "you subtracted each row's smallest score instead of its largest: the shifted scores are then "
+        ">= 0, and exp overflows to inf for large ones (in float32 from exp(89) on), so a row such as "
+        "[0, 100] gives inf/inf = NaN. Subtract each row's largest score, "
+        "scores.max(dim=-1, keepdim=True).values: every exponent is then <= 0 and exp stays in [0, 1].",
+        [lambda s: _sw_exp_normalised(s - s.min(dim=-1, keepdim=True).values),
+         lambda s: _sw_exp_normalised(s - s.min())],
+    ),
+    Mistake(
+        "mean_shift",
+        "you subtracted each row's mean score: a score far above the mean still overflows (in float32 "
+        "exp is inf from exp(89) on, so the row [-150, 150] gives inf/inf = NaN). Subtract each row's "
+        "largest score, scores.max(dim=-1, keepdim=True).values: every exponent is then <= 0.",
+        [lambda s: _sw_exp_normalised(s - s.mean(dim=-1, keepdim=True))],
     ),
     Mistake(
         "global_max",
@@ -163,12 +183,22 @@ def _sl_cases(gen: torch.Generator) -> list[Case]:
         c("a batch, L != S, E != Ev", r(2, 3, 4), r(2, 5, 4), r(2, 5, 3)),
         c("float32 input", r(2, 4, 8, dtype=torch.float32), r(2, 3, 8, dtype=torch.float32),
           r(2, 3, 2, dtype=torch.float32)),
+        # Dot products of 100 and more in float32: a softmax that does not shift by each row's
+        # maximum overflows here (exp is inf from exp(89) on).
+        c("float32, large dot products", torch.tensor([[[10.0, 9.0], [-10.0, 5.0]]]),
+          torch.tensor([[[10.0, 0.0], [0.0, 10.0], [-10.0, -10.0]]]), torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])),
     ]
 
 
-def _sl_variant(q, k, v, *, scale=1.0, dim=-1, pool="weights_v", scores="qkT", ret="both"):
-    s = {"qkT": q @ k.transpose(-2, -1), "qk": q @ k}[scores] * scale
-    w = torch.softmax(s, dim=dim) if dim is not None else s
+def _sl_variant(q, k, v, *, scale=1.0, dim=-1, pool="weights_v", scores="qkT", ret="both", shift="max"):
+    s = (q @ k.transpose(-2, -1) if scores == "qkT" else q @ k) * scale
+    if dim is None:
+        w = s
+    elif shift == "max":
+        w = torch.softmax(s, dim=dim)
+    else:  # a hand-written softmax shifted by something other than each row's maximum
+        by = s.min(dim=-1, keepdim=True).values if shift == "min" else 0.0
+        w = torch.exp(s - by) / torch.exp(s - by).sum(dim=-1, keepdim=True)
     out = {
         "weights_v": lambda: w @ v,
         "v_weights": lambda: v @ w,
@@ -188,6 +218,14 @@ SL_MISTAKES = [
         "you divided the scores by sqrt(E): that scale belongs to the next chapter. The soft lookup of "
         "chapter 1 uses the plain dot products, weights = softmax(q @ k^T).",
         [_sl_scaled],
+    ),
+    Mistake(
+        "overflow",
+        "large scores gave NaN: your softmax takes exp of the raw scores (or of the scores minus each "
+        "row's minimum), which overflows to inf in float32 from exp(89) on, and inf/inf = NaN. Use "
+        "torch.softmax(scores, dim=-1), or subtract each row's largest score before exp as in "
+        "softmax_weights.",
+        [lambda q, k, v, _s=s: _sl_variant(q, k, v, shift=_s) for s in ("none", "min")],
     ),
     Mistake(
         "wrong_axis",

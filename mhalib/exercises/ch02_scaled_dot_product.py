@@ -16,7 +16,21 @@ import torch
 from torch import Tensor
 
 from .. import functional as mf
-from ._cases import FILLS, NEG_INF, arange as _arange, case as _case, lens_per_query as _lens_per_query, randn as _randn
+from ._cases import (
+    FILLS,
+    INVERTED_LENGTHS,
+    MASKED_AFTER_SOFTMAX,
+    NAN_EMPTY_ROWS,
+    NEG_INF,
+    UNIFORM_EMPTY_ROWS,
+    ZERO_FILL,
+    masked_weights,
+    max_over_all_message,
+    scale_by_length_message,
+)
+from ._cases import case as _case
+from ._cases import lens_per_query as _lens_per_query
+from ._cases import randn as _randn
 from ._checker import Case, Exercise, Mistake, describe_value
 
 
@@ -71,22 +85,24 @@ def _ms_cases(gen: torch.Generator) -> list[Case]:
         c("a query of length 0", _randn(gen, 2, 3, 3, scale=2.0), torch.tensor([[0, 1, 3], [2, 0, 1]])),
         c("random batch", _randn(gen, 3, 4, 6, scale=2.0), torch.randint(0, 7, (3, 4), generator=gen)),
         c("float32 input", _randn(gen, 2, 3, 5, dtype=torch.float32, scale=2.0), torch.tensor([3, 5])),
+        # Padded keys 100-300 above the real ones in float32: taking the max over all keys
+        # (padding included) and masking afterwards underflows every real key to exp(...) = 0.
+        c("float32, padded keys with much larger scores",
+          torch.tensor([[[0.0, 0.0, 200.0], [3.0, -2.0, 150.0]], [[-100.0, 0.0, 100.0], [1.0, 2.0, 300.0]]]),
+          torch.tensor([2, 1])),
     ]
 
 
 
-def _ms_variant(scores, valid_lens, *, fill=NEG_INF, dim=-1, compare="lt", zero_empty=False, lens="interleave"):
+def _ms_variant(scores, valid_lens, *, compare="lt", lens="interleave", **slip):
+    """``slip``: the keywords of ``masked_weights`` (mode, fill, zero_empty, dim)."""
     if valid_lens is None:
-        return torch.softmax(scores, dim=dim)
+        return masked_weights(scores, None, dim=slip.get("dim", -1))
     B, L, S = scores.shape
     positions = torch.arange(S)
     per_query = _lens_per_query(valid_lens, L, lens)[:, :, None]  # (B, L, 1)
     allowed = {"lt": positions < per_query, "le": positions <= per_query, "ge": positions >= per_query}[compare]
-    scores = scores.masked_fill(~allowed, fill)
-    if zero_empty:
-        empty = ~allowed.any(dim=-1, keepdim=True)
-        return torch.softmax(scores.masked_fill(empty, 0.0), dim=dim).masked_fill(~allowed, 0.0)
-    return torch.softmax(scores, dim=dim)
+    return masked_weights(scores, allowed, **slip)
 
 
 def _ms_broadcast_slip(scores, valid_lens, fill):
@@ -113,8 +129,7 @@ MS_MISTAKES = [
     ),
     Mistake(
         "inverted_mask",
-        "the mask is inverted: keys at positions < valid_len are the real ones (True = may attend), "
-        "but you kept the padding and masked the real keys.",
+        INVERTED_LENGTHS,
         _ms_mistake_variants(compare="ge"),
     ),
     Mistake(
@@ -139,30 +154,24 @@ MS_MISTAKES = [
     ),
     Mistake(
         "uniform_empty_rows",
-        "a row with valid length 0 came out uniform (1/S for every key): a large negative fill such as "
-        "-1e6 turns 'attend to nothing' into 'attend to everything equally'. Rows with nothing to attend "
-        "to must be all zeros: find them (no key allowed) and zero their weights.",
+        UNIFORM_EMPTY_ROWS + ".",
         [lambda s, v, _f=f: _ms_variant(s, v, fill=_f) for f in (-1e9, -1e6, -1e4)],
     ),
+    Mistake("nan_empty_rows", NAN_EMPTY_ROWS + ".", [lambda s, v: _ms_variant(s, v, fill=NEG_INF)]),
     Mistake(
-        "nan_empty_rows",
-        "a row with valid length 0 came out NaN: the softmax of a row that is all -inf is 0/0. Find the "
-        "rows with no key allowed, give them finite scores before the softmax (e.g. 0) and zero weights after.",
-        [lambda s, v: _ms_variant(s, v, fill=NEG_INF)],
+        "max_over_padding",
+        max_over_all_message("padded"),
+        [lambda s, v, _m=m: _ms_variant(s, v, mode=_m) for m in ("max_all", "max_all_eps")],
     ),
     Mistake(
         "zero_fill",
-        "masked scores were set to 0, but exp(0) = 1, so padded keys still get weight. Fill masked scores "
-        "with -inf (and give rows with nothing to attend to zeros).",
-        [lambda s, v: _ms_variant(s, v, fill=0.0), lambda s, v: _ms_variant(s, v, fill=0.0, zero_empty=True)],
+        ZERO_FILL.format(what="padded") + " (and give rows with nothing to attend to zeros).",
+        [lambda s, v: _ms_variant(s, v, mode="zero"), lambda s, v: _ms_variant(s, v, mode="zero", zero_empty=True)],
     ),
     Mistake(
         "masked_after_softmax",
-        "you zeroed the padded keys after the softmax, so the rows no longer sum to 1. Mask the scores "
-        "(fill with -inf) before the softmax.",
-        [
-            lambda s, v: torch.softmax(s, dim=-1) * _ms_variant(torch.zeros_like(s), v, fill=NEG_INF, zero_empty=True).ne(0)
-        ],
+        MASKED_AFTER_SOFTMAX.format(what="padded keys'") + ".",
+        [lambda s, v: _ms_variant(s, v, mode="after")],
     ),
     Mistake(
         "lengths_ignored",
@@ -221,25 +230,22 @@ def _sdpa_cases(gen: torch.Generator) -> list[Case]:
         c("E != Ev, (L, S) mask", r(3, 2, 9), r(3, 4, 9), r(3, 4, 4), _some_allowed(gen, 2, 4)),
         c("float32 input", r(2, 3, 4, dtype=torch.float32), r(2, 3, 4, dtype=torch.float32),
           r(2, 3, 2, dtype=torch.float32), _some_allowed(gen, 2, 3, 3)),
+        # A masked key whose score is about 200 above the allowed ones, in float32: a softmax over
+        # all keys renormalised after masking underflows every allowed key to 0 here.
+        c("float32, a masked key with a much larger score", torch.tensor([[[10.0, 0.0], [0.0, 10.0]]]),
+          torch.tensor([[[1.0, 1.0], [-1.0, 2.0], [30.0, 30.0]]]), torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]]),
+          torch.tensor([[True, True, False], [True, True, False]])),
     ]
 
 
-def _sdpa_variant(q, k, v, mask, *, scale="sqrt_e", dim=-1, mask_mode="normal", fill=NEG_INF, ret="both"):
-    E = q.shape[-1]
-    divisor = {"sqrt_e": math.sqrt(E), "none": 1.0, "e": float(E), "times": 1 / math.sqrt(E), "sqrt_ev": math.sqrt(v.shape[-1])}[scale]
+def _sdpa_variant(q, k, v, mask, *, scale="sqrt_e", dim=-1, mask_mode="fill", fill=NEG_INF, ret="both"):
+    E, L, S = q.shape[-1], q.shape[-2], k.shape[-2]
+    divisor = {
+        "sqrt_e": math.sqrt(E), "none": 1.0, "e": float(E), "times": 1 / math.sqrt(E),
+        "sqrt_ev": math.sqrt(v.shape[-1]), "sqrt_l": math.sqrt(L), "sqrt_s": math.sqrt(S),
+    }[scale]
     scores = q @ k.transpose(-2, -1) / divisor
-    if mask is not None:
-        if mask_mode == "normal":
-            scores = scores.masked_fill(~mask, fill)
-        elif mask_mode == "inverted":
-            scores = scores.masked_fill(mask, fill)
-        elif mask_mode == "added":
-            scores = scores + mask
-        elif mask_mode == "zero":
-            scores = scores.masked_fill(~mask, 0.0)
-    weights = torch.softmax(scores, dim=dim)
-    if mask is not None and mask_mode == "after":
-        weights = weights * mask
+    weights = masked_weights(scores, mask, mode=mask_mode, fill=fill, dim=dim)
     out = weights @ v
     return {"both": (out, weights), "swapped": (weights, out), "out": out}[ret]
 
@@ -254,6 +260,17 @@ SDPA_MISTAKES = [
         "your weights are sharper (larger scores) than expected by a factor sqrt(E): did you forget the "
         "scale? Divide the scores by math.sqrt(E), E = q.shape[-1].",
         _sdpa_variants(scale="none"),
+    ),
+    Mistake(
+        "scaled_by_sqrt_L",
+        scale_by_length_message("E", "Divide by math.sqrt(E), E = q.shape[-1]."),
+        _sdpa_variants(scale="sqrt_l"),
+    ),
+    Mistake(
+        "scaled_by_sqrt_S",
+        "you divided the scores by sqrt(S), the number of keys, instead of sqrt(E), the width of the "
+        "vectors in each dot product. Divide by math.sqrt(E), E = q.shape[-1].",
+        _sdpa_variants(scale="sqrt_s"),
     ),
     Mistake(
         "scaled_by_E",
@@ -289,14 +306,18 @@ SDPA_MISTAKES = [
     ),
     Mistake(
         "zero_fill",
-        "masked scores were set to 0, but exp(0) = 1, so masked keys still get weight. Fill them with -inf.",
+        ZERO_FILL.format(what="masked") + ".",
         [lambda q, k, v, m: _sdpa_variant(q, k, v, m, mask_mode="zero")],
     ),
     Mistake(
         "masked_after_softmax",
-        "you zeroed the masked weights after the softmax, so the rows no longer sum to 1. Mask the scores "
-        "before the softmax.",
+        MASKED_AFTER_SOFTMAX.format(what="masked") + ".",
         [lambda q, k, v, m: _sdpa_variant(q, k, v, m, mask_mode="after")],
+    ),
+    Mistake(
+        "max_over_masked",
+        max_over_all_message("masked"),
+        [lambda q, k, v, m, _m=mm: _sdpa_variant(q, k, v, m, mask_mode=_m) for mm in ("max_all", "max_all_eps")],
     ),
     Mistake(
         "swapped_outputs",

@@ -16,7 +16,21 @@ import torch
 from torch import Tensor
 
 from .. import functional as mf
-from ._cases import FILLS, NEG_INF, arange as _arange, case as _case, lens_per_query as _lens_per_query, randn as _randn
+from ._cases import (
+    FILLS,
+    INVERTED_LENGTHS,
+    MASKED_AFTER_SOFTMAX,
+    NAN_EMPTY_ROWS,
+    NEG_INF,
+    UNIFORM_EMPTY_ROWS,
+    ZERO_FILL,
+    masked_weights,
+    max_over_all_message,
+    scale_by_length_message,
+)
+from ._cases import case as _case
+from ._cases import lens_per_query as _lens_per_query
+from ._cases import randn as _randn
 from ._checker import Case, Exercise, Mistake, describe_value
 
 
@@ -49,11 +63,16 @@ def solution_multi_head_attention(query, key, value, W_q, W_k, W_v, W_o, num_hea
     k = (key @ W_k.T).reshape(B, S, num_heads, Dh).transpose(1, 2)  # (B, S, D) -> (B, H, S, Dh)
     v = (value @ W_v.T).reshape(B, S, num_heads, Dh).transpose(1, 2)  # (B, S, D) -> (B, H, S, Dh)
     scores = q @ k.transpose(-2, -1) / math.sqrt(Dh)  # (B, H, L, S): each head scales by its own width
-    if valid_lens is not None:
+    if valid_lens is None:
+        weights = torch.softmax(scores, dim=-1)  # (B, H, L, S)
+    else:
         lens = valid_lens[:, None] if valid_lens.dim() == 1 else valid_lens  # (B, 1) or (B, L)
         allowed = torch.arange(S, device=query.device) < lens[:, None, :, None]  # (B, 1, 1|L, S)
         scores = scores.masked_fill(~allowed, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)  # (B, H, L, S)
+        # A query with length 0 has only -inf scores (softmax: 0/0 = NaN): give it finite
+        # scores, then zero weights, so that it attends to nothing and its output is 0.
+        empty = ~allowed.any(dim=-1, keepdim=True)  # (B, 1, 1|L, 1)
+        weights = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1).masked_fill(~allowed, 0.0)
     out = (weights @ v).transpose(1, 2).reshape(B, L, D)  # (B, H, L, Dh) -> (B, L, H, Dh) -> (B, L, D)
     return out @ W_o.T  # (B, L, D)
 
@@ -298,11 +317,23 @@ def _mha_case(gen, name, B, L, S, D, H, valid_lens, dtype=torch.float64) -> Case
     r = lambda *s: _randn(gen, *s, dtype=dtype)  # noqa: E731
     weights = [r(D, D) * (1.5 / math.sqrt(D)) for _ in range(4)]
     args = (r(B, L, D), r(B, S, D), r(B, S, D), *weights, H, valid_lens)
-    about = (
-        f"B={B}, L={L}, S={S}, D={D}, num_heads={H}, {dtype}, "
-        f"valid_lens = {describe_value(valid_lens)}"
-    )
-    return Case(name, args, about)
+    return Case(name, args, _mha_about(B, L, S, D, H, dtype, valid_lens))
+
+
+def _mha_about(B, L, S, D, H, dtype, valid_lens) -> str:
+    return f"B={B}, L={L}, S={S}, D={D}, num_heads={H}, {dtype}, valid_lens = {describe_value(valid_lens)}"
+
+
+def _mha_large_padded_score_case() -> Case:
+    """Identity projections, two heads, float32: the padded key scores about 200 above the real ones."""
+    eye = torch.eye(4)
+    query = torch.tensor([[[10.0, 10.0, 10.0, 10.0], [10.0, 5.0, 5.0, 10.0]]])
+    key = torch.tensor([[[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0], [15.0, 15.0, 15.0, 15.0]]])
+    value = torch.tensor([[[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [5.0, 5.0, 5.0, 5.0]]])
+    valid_lens = torch.tensor([2])
+    args = (query, key, value, eye, eye.clone(), eye.clone(), eye.clone(), 2, valid_lens)
+    return Case("float32, a padded key with a much larger score", args,
+                _mha_about(1, 2, 3, 4, 2, torch.float32, valid_lens) + ", identity W")
 
 
 def _mha_cases(gen: torch.Generator) -> list[Case]:
@@ -313,6 +344,9 @@ def _mha_cases(gen: torch.Generator) -> list[Case]:
         _mha_case(gen, "one head", 2, 2, 3, 3, 1, torch.tensor([3, 1])),
         _mha_case(gen, "four heads", 2, 4, 5, 8, 4, torch.tensor([5, 2])),
         _mha_case(gen, "float32 input", 2, 3, 4, 4, 2, torch.tensor([4, 1]), dtype=torch.float32),
+        _mha_case(gen, "a sequence of length 0", 2, 2, 3, 4, 2, torch.tensor([0, 2])),
+        _mha_case(gen, "(B, L) lengths, a query of length 0", 2, 3, 4, 4, 2, torch.tensor([[2, 0, 4], [1, 3, 0]])),
+        _mha_large_padded_score_case(),
     ]
 
 
@@ -322,18 +356,25 @@ def _mha_reference(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=
     k = mf.split_heads(key @ W_k.T, num_heads)  # (B, H, S, Dh)
     v = mf.split_heads(value @ W_v.T, num_heads)  # (B, H, S, Dh)
     mask = None if valid_lens is None else mf.padding_mask(valid_lens, S)  # (B, 1, 1|L, S)
-    out, _ = mf.scaled_dot_product_attention(q, k, v, mask)  # (B, H, L, Dh)
+    out, _ = mf.scaled_dot_product_attention(q, k, v, mask)  # (B, H, L, Dh); empty rows -> 0
     return mf.merge_heads(out) @ W_o.T  # (B, L, D)
 
 
 def _mha_variant(
     query, key, value, W_q, W_k, W_v, W_o, H, valid_lens=None, *,
-    w_t=False, use_wo=True, scale="dh", heads="split", lens="interleave", mask="normal", dim=-1, fill=NEG_INF,
+    w_t=False, wo_t=False, use_wo=True, kv="right", scale="dh", heads="split", lens="interleave",
+    mask_layout="right", **slip,
 ):
+    """A multi-head attention with one slip; ``slip``: the keywords of ``masked_weights``
+    (mode, fill, zero_empty, dim), the masking slips of the single-head exercises."""
     proj = (lambda x, W: x @ W) if w_t else (lambda x, W: x @ W.T)
     B, L, D = query.shape
     S = key.shape[1]
     Dh = D // H
+    if kv in ("inputs", "both"):
+        key, value = value, key
+    if kv in ("weights", "both"):
+        W_k, W_v = W_v, W_k
 
     def split(x):
         n = x.shape[1]
@@ -342,23 +383,35 @@ def _mha_variant(
         return x.reshape(B, n, H, Dh).transpose(1, 2).reshape(B * H, n, Dh)  # row b*H + h
 
     q, k, v = split(proj(query, W_q)), split(proj(key, W_k)), split(proj(value, W_v))
-    divisor = {"dh": math.sqrt(Dh), "d": math.sqrt(D), "none": 1.0}[scale]
+    divisor = {"dh": math.sqrt(Dh), "d": math.sqrt(D), "none": 1.0, "after": 1.0, "sqrt_l": math.sqrt(L)}[scale]
     scores = q @ k.transpose(-2, -1) / divisor  # (B*H, L, S)
-    if valid_lens is not None and mask != "ignored":
+    allowed = None
+    if valid_lens is not None:
         per_query = _lens_per_query(valid_lens, L)  # (B, L)
         rows = per_query.repeat(H, 1) if lens == "repeat" else per_query.repeat_interleave(H, dim=0)  # (B*H, L)
-        allowed = torch.arange(S) < rows[:, :, None]
-        scores = scores.masked_fill(allowed if mask == "inverted" else ~allowed, fill)
-    out = torch.softmax(scores, dim=dim) @ v  # (B*H, L, Dh)
+        allowed = torch.arange(S) < rows[:, :, None]  # (B*H, L, S)
+        if mask_layout == "transposed" and valid_lens.dim() == 2:  # built as (B, S, L): L == S only
+            if L != S:
+                raise ValueError("a transposed mask broadcasts only when L == S")
+            allowed = torch.arange(S)[:, None] < rows[:, None, :]  # (B*H, S, L)
+    weights = masked_weights(scores, allowed, **slip)
+    if scale == "after":
+        weights = weights / math.sqrt(Dh)
+    out = weights @ v  # (B*H, L, Dh)
     if heads == "interleaved":
         out = out.reshape(B, L, D)
     else:
         out = out.reshape(B, H, L, Dh).transpose(1, 2).reshape(B, L, D)
-    return proj(out, W_o) if use_wo else out
+    if not use_wo:
+        return out
+    return out @ W_o if (w_t or wo_t) else out @ W_o.T
 
 
 def _mha_variants(**kw):
-    return [lambda *a, _f=f: _mha_variant(*a, fill=_f, **kw) for f in FILLS]
+    """The slip made with an -inf fill, a -1e9 fill, or with empty rows handled properly."""
+    return [lambda *a, _f=f: _mha_variant(*a, fill=_f, **kw) for f in FILLS] + [
+        lambda *a: _mha_variant(*a, zero_empty=True, **kw)
+    ]
 
 
 MHA_MISTAKES = [
@@ -368,15 +421,39 @@ MHA_MISTAKES = [
         _mha_variants(w_t=True),
     ),
     Mistake(
+        "only_wo_untransposed",
+        "the output projection is applied as out @ W_o: like W_q, W_k and W_v, W_o is stored as "
+        "(out, in) (nn.Linear.weight), so finish with out @ W_o.T.",
+        _mha_variants(wo_t=True),
+    ),
+    Mistake(
         "no_output_projection",
         "the output projection is missing: after merging the heads, multiply by W_o.T.",
         _mha_variants(use_wo=False),
+    ),
+    Mistake(
+        "keys_values_swapped",
+        "keys and values are swapped: the scores compare the queries with the keys, key @ W_k.T, and "
+        "the weights average the values, value @ W_v.T (check which input goes with which weight).",
+        [v for how in ("inputs", "weights", "both") for v in _mha_variants(kv=how)],
     ),
     Mistake(
         "scaled_by_sqrt_D",
         "you scaled by sqrt(D), the model width; each head's scores are dot products of Dh-sized vectors, "
         "so scale by sqrt(Dh) = sqrt(D // num_heads).",
         _mha_variants(scale="d"),
+    ),
+    Mistake(
+        "scaled_by_sqrt_L",
+        scale_by_length_message("Dh", "Divide by math.sqrt(Dh), Dh = D // num_heads."),
+        _mha_variants(scale="sqrt_l"),
+    ),
+    Mistake(
+        "scale_after_softmax",
+        "you applied the scale after the softmax (to the weights or to the output): 1/sqrt(Dh) must "
+        "divide the scores before the softmax, where it makes the weights less sharp; after it, the "
+        "weights no longer sum to 1. Use softmax(q @ k^T / sqrt(Dh)).",
+        _mha_variants(scale="after"),
     ),
     Mistake(
         "no_scale",
@@ -399,12 +476,45 @@ MHA_MISTAKES = [
     Mistake(
         "lengths_ignored",
         "your output ignores valid_lens: keys at positions >= valid_len must not be attended to.",
-        [lambda *a: _mha_variant(*a, mask="ignored")],
+        [lambda *a: _mha_variant(*a, mode="ignored")],
     ),
     Mistake(
         "inverted_mask",
-        "the mask is inverted: keys at positions < valid_len are the real ones, you masked them and kept the padding.",
-        _mha_variants(mask="inverted"),
+        INVERTED_LENGTHS,
+        _mha_variants(mode="inverted"),
+    ),
+    Mistake(
+        "mask_transposed",
+        "your (B, L) mask is transposed: with one length per query, query i's row compares the key "
+        "positions j with valid_lens[b, i], a mask of shape (B, 1, L, S): "
+        "torch.arange(S) < valid_lens[:, None, :, None]. Yours has the queries on the key axis "
+        "(B, 1, S, L); it broadcasts only because L == S here.",
+        _mha_variants(mask_layout="transposed"),
+    ),
+    Mistake(
+        "zero_fill",
+        ZERO_FILL.format(what="padded") + ".",
+        [lambda *a, _z=z: _mha_variant(*a, mode="zero", zero_empty=_z) for z in (False, True)],
+    ),
+    Mistake(
+        "masked_after_softmax",
+        MASKED_AFTER_SOFTMAX.format(what="padded keys'") + ".",
+        [lambda *a: _mha_variant(*a, mode="after")],
+    ),
+    Mistake(
+        "max_over_padding",
+        max_over_all_message("padded"),
+        [lambda *a, _m=m: _mha_variant(*a, mode=_m) for m in ("max_all", "max_all_eps")],
+    ),
+    Mistake(
+        "uniform_empty_rows",
+        UNIFORM_EMPTY_ROWS + " (its output is then 0 too).",
+        [lambda *a, _f=f: _mha_variant(*a, fill=_f) for f in (-1e9, -1e6, -1e4)],
+    ),
+    Mistake(
+        "nan_empty_rows",
+        NAN_EMPTY_ROWS + " (its output is then 0 too).",
+        [lambda *a: _mha_variant(*a, fill=NEG_INF)],
     ),
     Mistake(
         "wrong_axis",
@@ -420,7 +530,8 @@ MULTI_HEAD_ATTENTION = Exercise(
     description=(
         "query (B, L, D), key and value (B, S, D); each W is (D, D), shaped like nn.Linear.weight (out, in) "
         "and applied as x @ W.T, no biases; valid_lens None, (B,) or (B, L), keys at positions >= length "
-        "are padding (the test lengths are all >= 1). Returns out (B, L, D)."
+        "are padding, and a query with length 0 (no key to attend to) gets zero weights, so an output "
+        "row of zeros, as in masked_softmax. Returns out (B, L, D)."
     ),
     reference=_mha_reference,
     solution=solution_multi_head_attention,
@@ -435,6 +546,9 @@ MULTI_HEAD_ATTENTION = Exercise(
         "Merge the heads back to (B, L, D) (transpose(1, 2), then reshape) and finish with @ W_o.T.",
         "Lengths against (B, H, L, S) scores: (B,) lengths mask keys as valid_lens[:, None, None, None]; "
         "(B, L) lengths (one per query) as valid_lens[:, None, :, None]; compare with torch.arange(S).",
+        "A query with length 0 has every score at -inf and its softmax is NaN: as in masked_softmax, give "
+        "such rows finite scores before the softmax and zero weights after (or use mhalib.masked_softmax "
+        "on the folded (B*H, L, S) scores).",
     ],
     output_name="out",
 )
