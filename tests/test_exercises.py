@@ -77,6 +77,17 @@ def sw_log_softmax(scores):
     return F.log_softmax(scores, dim=-1)
 
 
+def sw_shift_by_min(scores):
+    # The answer of issue 9: shifted by each row's minimum (NaN for [[0., 100.]] in float32).
+    e = torch.exp(scores - scores.min(dim=-1, keepdim=True).values)
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def sw_shift_by_mean(scores):
+    centred = scores - scores.mean(-1, keepdim=True)
+    return centred.exp() / centred.exp().sum(-1, keepdim=True)
+
+
 def sw_right_functional(scores):
     return F.softmax(scores, dim=-1)
 
@@ -148,6 +159,12 @@ def sl_weights_first(q, k, v):
     return weights, torch.einsum("bls,bsv->blv", weights, v)
 
 
+def sl_own_softmax_no_shift(q, k, v):
+    scores = q @ k.transpose(-2, -1)
+    weights = scores.exp() / scores.exp().sum(dim=-1, keepdim=True)
+    return weights @ v, weights
+
+
 def sl_right_einsum(q, k, v):
     weights = torch.einsum("ble,bse->bls", q, k).softmax(-1)
     return torch.einsum("bls,bsv->blv", weights, v), weights
@@ -179,6 +196,13 @@ def _allowed(scores, valid_lens):
     S = scores.shape[-1]
     lens = valid_lens if valid_lens.dim() == 2 else valid_lens[:, None]
     return torch.arange(S)[None, None, :] < lens[:, :, None]
+
+
+def _allowed_everywhere(scores, valid_lens):
+    """(B, L, S): True = may attend, all True without lengths."""
+    if valid_lens is None:
+        return torch.ones_like(scores, dtype=torch.bool)
+    return _allowed(scores, valid_lens).expand_as(scores)
 
 
 def ms_wrong_axis(scores, valid_lens):
@@ -252,6 +276,23 @@ def ms_zero_fill(scores, valid_lens):
     return torch.softmax(scores * _allowed(scores, valid_lens), dim=-1)
 
 
+def ms_max_over_all_keys(scores, valid_lens):
+    # The answer of issue 9: the max over ALL keys (padded included), then times the mask;
+    # empty rows guarded. All zeros for scores [[[0, 0, 200]]] with length 2 in float32.
+    allowed = _allowed_everywhere(scores, valid_lens)
+    e = torch.exp(scores - scores.max(dim=-1, keepdim=True).values) * allowed
+    total = e.sum(dim=-1, keepdim=True)
+    return e / torch.where(total == 0, torch.ones_like(total), total)
+
+
+def ms_renormalised_after_softmax(scores, valid_lens):
+    weights = F.softmax(scores, dim=-1)
+    if valid_lens is None:
+        return weights
+    weights = weights * _allowed(scores, valid_lens)
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
 def ms_ignores_lengths(scores, valid_lens):
     return torch.softmax(scores, dim=-1)
 
@@ -278,11 +319,7 @@ def ms_right_loop(scores, valid_lens):
 
 
 def ms_right_manual_softmax(scores, valid_lens):
-    S = scores.shape[-1]
-    if valid_lens is None:
-        allowed = torch.ones_like(scores, dtype=torch.bool)
-    else:
-        allowed = _allowed(scores, valid_lens).expand_as(scores)
+    allowed = _allowed_everywhere(scores, valid_lens)
     # The largest score over the real keys only (a padded key may score far higher).
     biggest = scores.masked_fill(~allowed, NEG_INF).max(dim=-1, keepdim=True).values
     shifted = (scores - biggest.nan_to_num(neginf=0.0)).masked_fill(~allowed, NEG_INF)  # empty row: max -inf
@@ -370,6 +407,39 @@ def sdpa_masked_after_softmax(q, k, v, mask=None):
     weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
     if mask is not None:
         weights = weights * mask
+    return weights @ v, weights
+
+
+def sdpa_scaled_by_query_length(q, k, v, mask=None):
+    B, L, E = q.shape
+    scores = q @ k.transpose(1, 2) / math.sqrt(L)  # L where E was meant
+    if mask is not None:
+        scores = scores.masked_fill(mask == 0, NEG_INF)
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
+
+
+def sdpa_scaled_by_key_count(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / k.shape[1] ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, NEG_INF)
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def sdpa_zero_fill(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores * mask  # masked scores become 0
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def sdpa_renormalised(q, k, v, mask=None):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    if mask is not None:
+        weights = weights * mask
+        weights = weights / weights.sum(dim=-1, keepdim=True)
     return weights @ v, weights
 
 
@@ -727,6 +797,122 @@ def mha_wrong_axis(*a):
     return _mha(*a, dim=-2)
 
 
+def _qkv(query, key, value, W_q, W_k, W_v, H):
+    """The right projections and head split, (B, H, n, Dh) each: the slips below come after."""
+    return _heads(query @ W_q.T, H), _heads(key @ W_k.T, H), _heads(value @ W_v.T, H)
+
+
+def _merge(out, W_o):
+    B, H, L, Dh = out.shape
+    return out.transpose(1, 2).reshape(B, L, H * Dh) @ W_o.T
+
+
+def _lens_mask(valid_lens, S):
+    """(B, 1, 1|L, S) True = may attend, from (B,) or (B, L) lengths."""
+    lens = valid_lens[:, None] if valid_lens.dim() == 1 else valid_lens
+    return torch.arange(S) < lens[:, None, :, None]
+
+
+def mha_mask_after_softmax(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    if valid_lens is not None:
+        weights = weights * _lens_mask(valid_lens, key.shape[1])  # zeroed after the softmax
+    return _merge(weights @ v, W_o)
+
+
+def mha_zero_fill(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if valid_lens is not None:
+        scores = scores.masked_fill(~_lens_mask(valid_lens, key.shape[1]), 0.0)
+    return _merge(scores.softmax(-1) @ v, W_o)
+
+
+def mha_keys_values_swapped(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    B, L, D = query.shape
+    q, v, k = _qkv(query, key, value, W_q, W_k, W_v, num_heads)  # unpacked in the wrong order
+    mask = None if valid_lens is None else mhalib.padding_mask(valid_lens, key.shape[1])
+    out, _ = mhalib.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.transpose(1, 2).reshape(B, L, D) @ W_o.T
+
+
+def mha_wo_untransposed(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    mask = None if valid_lens is None else mhalib.padding_mask(valid_lens, key.shape[1])
+    out, _ = mhalib.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    B, H, L, Dh = out.shape
+    return out.transpose(1, 2).reshape(B, L, H * Dh) @ W_o  # the other three were W.T
+
+
+def mha_scale_after_softmax(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    scores = q @ k.transpose(-2, -1)
+    if valid_lens is not None:
+        scores = scores.masked_fill(~_lens_mask(valid_lens, key.shape[1]), -1e9)
+    weights = scores.softmax(dim=-1) / math.sqrt(q.shape[-1])  # scaled too late
+    if valid_lens is not None:
+        weights = weights * _lens_mask(valid_lens, key.shape[1])
+    return _merge(weights @ v, W_o)
+
+
+def mha_transposed_mask(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    S = key.shape[1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, L, S)
+    if valid_lens is not None:
+        if valid_lens.dim() == 1:
+            mask = (torch.arange(S)[None, :] < valid_lens[:, None])[:, None, None, :]
+        else:
+            mask = (torch.arange(S)[:, None] < valid_lens[:, None, :])[:, None]  # (B, 1, S, L)
+        scores = scores.masked_fill(~mask, NEG_INF)
+    weights = torch.nan_to_num(scores.softmax(-1))
+    return _merge(weights @ v, W_o)
+
+
+def mha_scaled_by_query_length(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(query.shape[1])  # L, not Dh
+    weights = mhalib.masked_softmax(scores.flatten(0, 1), None if valid_lens is None
+                                    else torch.repeat_interleave(valid_lens, num_heads, dim=0))
+    return _merge(weights.reshape(scores.shape) @ v, W_o)
+
+
+def mha_no_empty_row_guard(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    # The chapter 4 solution before issue 9: -inf fill, no care for a query of length 0.
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if valid_lens is not None:
+        scores = scores.masked_fill(~_lens_mask(valid_lens, key.shape[1]), float("-inf"))
+    return _merge(torch.softmax(scores, dim=-1) @ v, W_o)
+
+
+def mha_minus_1e9_fill(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if valid_lens is not None:
+        scores = scores.masked_fill(~_lens_mask(valid_lens, key.shape[1]), -1e9)
+    return _merge(torch.softmax(scores, dim=-1) @ v, W_o)
+
+
+def mha_max_over_padding(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    e = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    if valid_lens is not None:
+        e = e * _lens_mask(valid_lens, key.shape[1])
+    weights = e / e.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+    return _merge(weights @ v, W_o)
+
+
+def mha_inverted_mask(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
+    q, k, v = _qkv(query, key, value, W_q, W_k, W_v, num_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if valid_lens is not None:
+        scores = scores.masked_fill(_lens_mask(valid_lens, key.shape[1]), -1e9)  # masks the real keys
+    return _merge(torch.softmax(scores, dim=-1) @ v, W_o)
+
+
 def mha_right_d2l(query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None):
     q = mhalib.transpose_qkv(query @ W_q.T, num_heads)  # (B*H, L, Dh)
     k = mhalib.transpose_qkv(key @ W_k.T, num_heads)
@@ -915,6 +1101,8 @@ WRONG = {
         (sw_dim0, "softmax over the wrong axis"),
         (sw_dim1, "softmax over the wrong axis", "error"),
         (sw_no_max_subtracted, "large scores gave NaN"),
+        (sw_shift_by_min, "subtracted each row's smallest score instead of its largest"),
+        (sw_shift_by_mean, "subtracted each row's mean score"),
         (sw_divide_by_sum, "without exponentiating"),
         (sw_exp_only, "do not sum to 1"),
         (sw_sum_of_everything, "sum of the whole tensor"),
@@ -923,6 +1111,7 @@ WRONG = {
     ],
     "soft_lookup": [
         (sl_scaled_like_chapter_2, "belongs to the next chapter"),
+        (sl_own_softmax_no_shift, "large scores gave NaN"),
         (sl_softmax_over_queries, "softmax over the wrong axis"),
         (sl_values_times_weights, "multiplies the wrong way round"),
         (sl_bmm_transposed_weights, "multiplies the wrong way round"),
@@ -941,6 +1130,8 @@ WRONG = {
         (ms_inverted, "the mask is inverted"),
         (ms_off_by_one, "off by one"),
         (ms_mask_after_softmax, "after the softmax"),
+        (ms_max_over_all_keys, "largest score over ALL keys, padded ones included"),
+        (ms_renormalised_after_softmax, "largest score over ALL keys, padded ones included"),
         (ms_zero_fill, "exp(0) = 1"),
         (ms_ignores_lengths, "ignore valid_lens"),
         (ms_mask_missing_query_axis, "applied along the query axis"),
@@ -954,6 +1145,10 @@ WRONG = {
         (sdpa_inverted_mask, "mask polarity is inverted"),
         (sdpa_bool_mask_added, "added the boolean mask"),
         (sdpa_masked_after_softmax, "after the softmax"),
+        (sdpa_scaled_by_query_length, "divided the scores by sqrt(L), the query length, instead of sqrt(E)"),
+        (sdpa_scaled_by_key_count, "sqrt(S), the number of keys"),
+        (sdpa_zero_fill, "exp(0) = 1"),
+        (sdpa_renormalised, "largest score over ALL keys, masked ones included"),
         (sdpa_only_out, "returned only `out`"),
         (sdpa_swapped, "return (out, weights), in that order"),
     ],
@@ -1016,6 +1211,17 @@ WRONG = {
         (mha_repeat_lengths, "use `repeat_interleave`"),
         (mha_ignores_lengths, "ignores valid_lens"),
         (mha_wrong_axis, "softmax over the wrong axis"),
+        (mha_mask_after_softmax, "weights after the softmax"),
+        (mha_zero_fill, "exp(0) = 1"),
+        (mha_keys_values_swapped, "keys and values are swapped"),
+        (mha_wo_untransposed, "applied as out @ W_o"),
+        (mha_scale_after_softmax, "scale after the softmax"),
+        (mha_transposed_mask, "your (B, L) mask is transposed"),
+        (mha_scaled_by_query_length, "divided the scores by sqrt(L), the query length, instead of sqrt(Dh)"),
+        (mha_no_empty_row_guard, "a row with valid length 0 came out NaN"),
+        (mha_minus_1e9_fill, "a row with valid length 0 came out uniform"),
+        (mha_max_over_padding, "largest score over ALL keys, padded ones included"),
+        (mha_inverted_mask, "the mask is inverted"),
     ],
     "padding_mask": [
         (pm_torch_style, "PyTorch's `key_padding_mask`"),
@@ -1527,3 +1733,82 @@ def test_float64_result_for_float32_input_is_told_to_keep_the_dtype():
     result = check("softmax_weights", lambda scores: torch.softmax(scores.double(), dim=-1))
     assert result.status == "failed"
     assert "Keep the input's dtype" in result.message
+
+
+# --- issue 9: the gaps the checker closed ----------------------------------------------------
+
+
+def test_issue_9_softmax_shifted_by_the_minimum_is_rejected_and_named():
+    assert torch.isnan(sw_shift_by_min(torch.tensor([[0.0, 100.0]]))).any()  # the answer the issue quotes
+    result = check("softmax_weights", sw_shift_by_min)
+    assert result.status == "failed" and result.mistakes == ("min_shift",), result.message
+    assert "instead of its largest" in result.message
+
+
+def test_issue_9_masked_softmax_with_the_max_over_padded_keys_is_rejected_and_named():
+    weights = ms_max_over_all_keys(torch.tensor([[[0.0, 0.0, 200.0]]]), torch.tensor([2]))
+    assert torch.equal(weights, torch.zeros(1, 1, 3))  # all zeros, as the issue found
+    result = check("masked_softmax", ms_max_over_all_keys)
+    assert result.status == "failed" and result.mistakes == ("max_over_padding",), result.message
+    assert "padded ones included" in result.message
+
+
+def test_softmax_cases_span_more_than_exp_can_take_in_float32():
+    # A float32 row wider than 2 * 88.7 overflows every shift but the row's maximum
+    # (the minimum, the mean, nothing); the +-1000 rows alone span only 3-4.
+    wide = [
+        row
+        for case in EXERCISES["softmax_weights"].cases()
+        if case.args[0].dtype == torch.float32
+        for row in case.args[0].reshape(-1, case.args[0].shape[-1])
+    ]
+    assert any(float(row.max() - row.mean()) > 89 for row in wide)
+    assert any(float(row.min()) > -89 and float(row.max() - row.min()) > 89 for row in wide)
+
+
+@pytest.mark.parametrize("exercise_id, fn", [
+    ("scaled_dot_product_attention", sdpa_scaled_by_query_length),
+    ("multi_head_attention", mha_scaled_by_query_length),
+])
+def test_dividing_by_sqrt_of_the_query_length_is_not_a_forgotten_scale(exercise_id, fn):
+    result = check(exercise_id, fn)
+    assert result.mistakes == ("scaled_by_sqrt_L",), result.message
+    assert "forget the scale" not in result.message
+    # Some case has L = 1 (where sqrt(L) = 1 looks like no scale); another one separates them.
+    lengths = {case.args[0].shape[-2] for case in EXERCISES[exercise_id].cases()}
+    assert lengths - {1}
+
+
+def test_multi_head_cases_have_a_sequence_and_a_query_of_length_0():
+    lens = [case.args[-1] for case in EXERCISES["multi_head_attention"].cases() if case.args[-1] is not None]
+    assert any(v.dim() == 1 and bool((v == 0).any()) for v in lens)
+    assert any(v.dim() == 2 and bool((v == 0).any()) for v in lens)
+
+
+def test_multi_head_names_the_single_head_slips():
+    keys = {m.key for m in EXERCISES["multi_head_attention"].mistakes}
+    assert {
+        "masked_after_softmax", "zero_fill", "keys_values_swapped", "only_wo_untransposed",
+        "scale_after_softmax", "mask_transposed", "nan_empty_rows", "uniform_empty_rows",
+    } <= keys
+
+
+@pytest.mark.parametrize("exercise_id", sorted(REQUIRED_IDS))
+def test_solutions_are_device_safe(exercise_id):
+    """Run each solution on the "meta" device: a tensor built on the CPU next to it (e.g.
+    torch.arange(S) without device=) raises, as it would on a GPU."""
+    exercise = EXERCISES[exercise_id]
+    for case in exercise.cases():
+        args = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in case.args)
+        out = exercise.solution_function(*args)
+        for t in out if isinstance(out, tuple) else (out,):
+            if any(isinstance(a, torch.Tensor) for a in case.args):  # causal_mask(L) names no device
+                assert t.device.type == "meta", (exercise_id, case.name)
+
+
+def test_a_cpu_only_construction_fails_the_device_check():
+    def cpu_only_padding_mask(valid_lens, S):
+        return (torch.arange(S)[None, :] < valid_lens[:, None])[:, None, None, :]
+
+    with pytest.raises(RuntimeError, match="device"):
+        cpu_only_padding_mask(torch.tensor([1, 2], device="meta"), 3)

@@ -16,19 +16,27 @@ its own fixed-seed generator (the notebook's global RNG is left alone), compares
 tested ``mhalib`` functions and, when it recognises a common mistake, names it. A function
 that still raises ``NotImplementedError`` counts as "not attempted".
 
-Exercise ids and signatures::
+Each chapter's exercises live in their own module ``chNN_<topic>.py``, which defines
+``ALL: list[Exercise]`` (cases, hints, known mistakes and the reference solutions shown to
+learners); the helpers they share are in ``_cases.py``, the machinery in ``_checker.py``.
+Exercise ids and signatures, by chapter::
 
+    ch01_soft_lookup
     softmax_weights               (scores) -> weights, softmax over the last axis
-    soft_lookup                   (q, k, v) -> (out, weights), no scale (chapter 1)
-    masked_softmax                (scores, valid_lens) -> weights
+    soft_lookup                   (q, k, v) -> (out, weights), no scale
+    ch02_scaled_dot_product
+    masked_softmax                (scores, valid_lens) -> weights; length 0 -> a row of zeros
     scaled_dot_product_attention  (q, k, v, mask=None) -> (out, weights)
     causal_mask                   (L) -> bool (L, L)
+    ch03_splitting_heads
     split_heads                   (x, num_heads) -> (B, H, L, Dh)
     merge_heads                   (x) -> (B, L, H*Dh)
     transpose_qkv                 (x, num_heads) -> (B*H, L, Dh)
     transpose_output              (x, num_heads) -> (B, L, H*Dh)
     repeat_valid_lens             (valid_lens, num_heads) -> (B*H,) or (B*H, L)
-    multi_head_attention          (query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None) -> out
+    ch04_multi_head_attention
+    multi_head_attention          (query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None) -> out;
+                                  a query of length 0 -> an output row of zeros
     padding_mask                  (valid_lens, S) -> bool (B, 1, 1, S), True = may attend
     torch_key_padding_mask        (valid_lens, S) -> bool (B, S), True = padding (nn.MultiheadAttention)
 """
@@ -42,7 +50,7 @@ from . import ch04_multi_head_attention
 from ._checker import Case, CheckResult, Exercise, Mistake
 
 #: The chapters' exercise modules, in course order; each defines ``ALL: list[Exercise]``.
-#: A new chapter adds its module here (one line).
+#: A new chapter imports its module above and adds it here (one line each).
 _CHAPTERS = (
     ch01_soft_lookup,
     ch02_scaled_dot_product,

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from .. import functional as mf
-from ._cases import FILLS, NEG_INF, arange as _arange, case as _case, lens_per_query as _lens_per_query, randn as _randn
-from ._checker import Case, Exercise, Mistake, describe_value
+from ._cases import case as _case
+from ._cases import randn as _randn
+from ._checker import Case, Exercise, Mistake
 
 
 # --- reference solutions (shown to learners) -------------------------------------------

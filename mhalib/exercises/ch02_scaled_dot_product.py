@@ -31,7 +31,7 @@ from ._cases import (
 from ._cases import case as _case
 from ._cases import lens_per_query as _lens_per_query
 from ._cases import randn as _randn
-from ._checker import Case, Exercise, Mistake, describe_value
+from ._checker import Case, Exercise, Mistake
 
 
 # --- reference solutions (shown to learners) -------------------------------------------
@@ -67,6 +67,8 @@ def solution_scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask:
 
 def solution_causal_mask(L: int) -> Tensor:
     """(L, L) bool, True on and below the diagonal: query i may attend to keys 0..i."""
+    # Only L is given, so the mask is built on the CPU; on a GPU, move it next to the
+    # scores where it is used: mask.to(scores.device).
     return torch.ones(L, L, dtype=torch.bool).tril()
 
 
