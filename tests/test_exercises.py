@@ -1302,8 +1302,24 @@ def _right_cases():
 
 
 def test_every_required_exercise_exists():
+    # Chapters 1-4 are tested here; later chapters test theirs in tests/test_exercises_chNN.py.
     assert REQUIRED_IDS <= set(EXERCISES)
-    assert set(WRONG) == set(EXERCISES) == set(RIGHT)
+    assert set(WRONG) == REQUIRED_IDS == set(RIGHT)
+
+
+def test_every_chapter_module_is_registered_once():
+    """Each mhalib/exercises/chNN_*.py is in EXERCISES, and no id is defined twice."""
+    import importlib
+    from pathlib import Path
+
+    import mhalib.exercises as package
+
+    files = sorted(Path(package.__file__).parent.glob("ch[0-9][0-9]_*.py"))
+    assert len(files) >= 4
+    modules = [importlib.import_module(f"mhalib.exercises.{f.stem}") for f in files]
+    assert [m.__name__ for m in package._CHAPTERS] == [m.__name__ for m in modules]  # in course order
+    ids = [exercise.id for m in modules for exercise in m.ALL]
+    assert len(ids) == len(set(ids)) and set(ids) == set(EXERCISES)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(REQUIRED_IDS))

@@ -73,14 +73,14 @@ def masked_weights(scores: Tensor, allowed: Tensor | None, *, mode: str = "fill"
     return torch.softmax(scores, dim=dim)
 
 
-def max_over_all_message(what: str) -> str:
+def max_over_all_message(what: str, kept: str = "real", fill: str = "masked_fill(~allowed, float('-inf'))") -> str:
+    """The slip of ``mode="max_all"``: ``what`` names the blocked keys, ``kept`` the others."""
     return (
         f"you subtracted the largest score over ALL keys, {what} ones included, and multiplied by the "
         f"mask afterwards (or renormalised a softmax taken over all keys): when a {what} key has a much "
-        f"larger score than the real ones (here about 200 above them, in float32), exp(score - max) underflows "
-        f"to 0 for every real key and the row comes out 0/0 = NaN (or all zeros). Mask the scores "
-        f"before the softmax, masked_fill(~allowed, float('-inf')), so the max is taken over the real "
-        f"keys only."
+        f"larger score than the {kept} ones (here about 200 above them, in float32), exp(score - max) "
+        f"underflows to 0 for every {kept} key and the row comes out 0/0 = NaN (or all zeros). Mask the "
+        f"scores before the softmax, {fill}, so that the max is taken over the {kept} keys only."
     )
 
 

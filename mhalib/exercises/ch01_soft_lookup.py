@@ -187,7 +187,8 @@ def _sl_cases(gen: torch.Generator) -> list[Case]:
         # Dot products of 100 and more in float32: a softmax that does not shift by each row's
         # maximum overflows here (exp is inf from exp(89) on).
         c("float32, large dot products", torch.tensor([[[10.0, 9.0], [-10.0, 5.0]]]),
-          torch.tensor([[[10.0, 0.0], [0.0, 10.0], [-10.0, -10.0]]]), torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])),
+          torch.tensor([[[10.0, 0.0], [0.0, 10.0], [-10.0, -10.0]]]),
+          torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])),
     ]
 
 

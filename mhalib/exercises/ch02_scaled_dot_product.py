@@ -318,7 +318,7 @@ SDPA_MISTAKES = [
     ),
     Mistake(
         "max_over_masked",
-        max_over_all_message("masked"),
+        max_over_all_message("masked", "allowed", "scores.masked_fill(~mask, float('-inf'))"),
         [lambda q, k, v, m, _m=mm: _sdpa_variant(q, k, v, m, mask_mode=_m) for mm in ("max_all", "max_all_eps")],
     ),
     Mistake(

@@ -1,4 +1,5 @@
-"""Chapter 3's exercises: ``split_heads``, ``merge_heads``, ``transpose_qkv``, ``transpose_output``, ``repeat_valid_lens``.
+"""Chapter 3's exercises: ``split_heads``, ``merge_heads``, ``transpose_qkv``,
+``transpose_output`` and ``repeat_valid_lens``.
 
 Each mistake is a small function computing what a learner who made that slip would get;
 the checker compares the learner's answer with these on the failing inputs to name the

@@ -508,12 +508,12 @@ MHA_MISTAKES = [
     ),
     Mistake(
         "uniform_empty_rows",
-        UNIFORM_EMPTY_ROWS + " (its output is then 0 too).",
+        UNIFORM_EMPTY_ROWS + "; such a query's output row is then 0.",
         [lambda *a, _f=f: _mha_variant(*a, fill=_f) for f in (-1e9, -1e6, -1e4)],
     ),
     Mistake(
         "nan_empty_rows",
-        NAN_EMPTY_ROWS + " (its output is then 0 too).",
+        NAN_EMPTY_ROWS + "; such a query's output row is then 0.",
         [lambda *a: _mha_variant(*a, fill=NEG_INF)],
     ),
     Mistake(
