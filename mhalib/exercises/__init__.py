@@ -31,19 +31,23 @@ Exercise ids and signatures::
     multi_head_attention          (query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None) -> out
     padding_mask                  (valid_lens, S) -> bool (B, 1, 1, S), True = may attend
     torch_key_padding_mask        (valid_lens, S) -> bool (B, S), True = padding (nn.MultiheadAttention)
+    sinusoidal_positions          (L, D, base=10000.0) -> (L, D) float32 (chapter 6)
+    apply_rope                    (x, positions, base=10000.0) -> (..., L, Dh), half-split pairs (chapter 6)
+    pre_ln_block                  (x, block) -> (B, L, D), a pre-LN TransformerBlock's forward (chapter 6)
 """
 
 from __future__ import annotations
 
 from ._checker import Case, CheckResult, Exercise, Mistake
 from .catalogue import ALL
+from .ch06_positions import ALL as CH06_ALL
 
 #: Seconds a learner's function may run on one case before check() reports it as stuck;
 #: set ``mhalib.exercises.TIMEOUT = 10`` for slow machines, or pass ``check(fn, timeout=10)``.
 TIMEOUT = 5.0
 
 #: Every exercise of the course, by id.
-EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in ALL}
+EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [*ALL, *CH06_ALL]}
 
 __all__ = ["EXERCISES", "TIMEOUT", "Case", "CheckResult", "Exercise", "Mistake", "check", "hint", "solution"]
 
