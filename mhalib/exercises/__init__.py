@@ -39,6 +39,10 @@ Exercise ids and signatures, by chapter::
                                   a query of length 0 -> an output row of zeros
     padding_mask                  (valid_lens, S) -> bool (B, 1, 1, S), True = may attend
     torch_key_padding_mask        (valid_lens, S) -> bool (B, S), True = padding (nn.MultiheadAttention)
+    ch06_positions
+    sinusoidal_positions          (L, D, base=10000.0) -> (L, D) float32
+    apply_rope                    (x, positions, base=10000.0) -> (..., L, Dh), half-split pairs
+    pre_ln_block                  (x, block) -> (B, L, D), a pre-LN TransformerBlock's forward
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from . import ch01_soft_lookup
 from . import ch02_scaled_dot_product
 from . import ch03_splitting_heads
 from . import ch04_multi_head_attention
+from . import ch06_positions
 from ._checker import Case, CheckResult, Exercise, Mistake
 
 #: The chapters' exercise modules, in course order; each defines ``ALL: list[Exercise]``.
@@ -56,6 +61,7 @@ _CHAPTERS = (
     ch02_scaled_dot_product,
     ch03_splitting_heads,
     ch04_multi_head_attention,
+    ch06_positions,
 )
 
 #: Seconds a learner's function may run on one case before check() reports it as stuck;
