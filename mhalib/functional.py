@@ -103,7 +103,9 @@ def causal_mask(L: int, S: int | None = None, device: torch.device | str | None 
 def padding_mask(valid_lens: Tensor, S: int) -> Tensor:
     """Boolean mask from padding lengths: key ``j`` may be attended to when ``j < valid_len``.
 
-    This is the one place where the seeds' ``valid_lens`` become the course's mask.
+    This is the one place where padding lengths become the course's boolean mask.
+    ``valid_lens`` holds one length per sequence or per query, as the ``valid_lens`` of
+    the Dive into Deep Learning book's ``masked_softmax``.
 
     Shapes:
         valid_lens (B,) one length per sequence  -> (B, 1, 1, S)
@@ -136,7 +138,7 @@ def _softmax_with_empty_rows(scores: Tensor, empty_rows: Tensor | None) -> Tenso
 
 
 def masked_softmax(scores: Tensor, valid_lens: Tensor | None = None) -> Tensor:
-    """Softmax over keys, ignoring padded keys (the seeds' ``valid_lens`` semantics).
+    """Softmax over keys, ignoring padded keys given by their lengths ``valid_lens``.
 
     Keys at positions ``>= valid_len`` get weight exactly 0; a valid length of 0 gives a
     row of zeros.
@@ -264,7 +266,7 @@ def merge_heads(x: Tensor) -> Tensor:
 
 
 def transpose_qkv(x: Tensor, num_heads: int) -> Tensor:
-    """The seeds' folded layout: heads moved into the batch axis.
+    """The folded layout of Dive into Deep Learning's ``transpose_qkv``: heads moved into the batch axis.
 
     Row ``b*H + h`` holds head ``h`` of sequence ``b``, so the heads of one sequence are
     adjacent (which is why per-sequence lengths are repeated with ``repeat_interleave``).

@@ -44,11 +44,24 @@ class MultiHeadAttention(nn.Module):
         valid_lens: (B,) or (B, L) integer lengths; keys at positions >= length are padding
         -> out (B, L, embed_dim), weights (B, H, L, S) per head, or None
 
-    With ``need_weights=False`` the forward pass runs PyTorch's fused
-    ``scaled_dot_product_attention`` on (B, H, L, Dh) tensors, which never stores the
-    (L, S) weights; with ``need_weights=True`` it runs the explicit
-    :func:`mhalib.scaled_dot_product_attention`, whose weights you can look at (about
-    4 GiB of them at B=4, H=8, L=S=4096 in float32).
+    With ``need_weights=False`` the forward pass calls PyTorch's fused
+    ``scaled_dot_product_attention`` on (B, H, L, Dh) tensors and returns ``None`` for
+    the weights. On CPU, PyTorch 2.13 then picks a flash-attention kernel that does not
+    store the (L, S) weights, except with dropout in training (``dropout > 0`` and
+    ``module.train()``): there it falls back to its math path, which builds the scores
+    and weights in memory as the explicit path does and only does not return them
+    (tests/test_fused_path.py checks which kernel runs). With ``need_weights=True`` the
+    module runs the explicit :func:`mhalib.scaled_dot_product_attention`, whose weights
+    you can look at (about 4 GiB of them at B=4, H=8, L=S=4096 in float32).
+
+    Dropout (``dropout=p``) acts on the weights, after the softmax, and only in training
+    mode: each weight is zeroed with probability p and the others are divided by
+    ``1 - p``, so a row no longer sums to 1. ``eval()`` turns it off.
+
+    Initialisation: every projection gets Xavier-uniform weights (variance
+    ``2 / (fan_in + fan_out)``, so ``1 / D`` for a (D, D) weight) and zero biases, so an
+    input of variance 1 gives queries, keys and values of variance about 1, which is what
+    the ``1 / sqrt(Dh)`` scale assumes. ``nn.Linear``'s default would give about 1/3.
     """
 
     def __init__(
@@ -79,7 +92,10 @@ class MultiHeadAttention(nn.Module):
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
-        # As torch.nn.MultiheadAttention: Xavier-uniform projections, zero biases.
+        # Xavier-uniform weights and zero biases for all four projections. Not exactly
+        # torch.nn.MultiheadAttention's: it applies Xavier to the packed (3D, D)
+        # in_proj_weight (variance 1/(2D) per weight, not 1/D) and leaves out_proj with
+        # nn.Linear's default (1/(3D)). Weights copied with from_torch match it exactly.
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.xavier_uniform_(proj.weight)
             if proj.bias is not None:

@@ -430,7 +430,8 @@ def head_scores_layout(
             for j in range(S):
                 ax.add_patch(Rectangle((s_x + j, y + i), 1, 1, facecolor=colors[h], alpha=0.55, edgecolor="white",
                                        linewidth=1.2))
-                ax.text(s_x + j + 0.5, y + i + 0.5, f"{i}·{j}", ha="center", va="center", fontsize=7)
+                # same size as the q/k labels: readable at the page's width
+                ax.text(s_x + j + 0.5, y + i + 0.5, f"{i}·{j}", ha="center", va="center", fontsize=9)
         ax.add_patch(Rectangle((s_x, y), S, L, fill=False, edgecolor="#444444", linewidth=0.8))
         ax.text(s_x + S + 0.3, y + L / 2, f"softmax per row\n-> weights of head {h}", ha="left", va="center",
                 fontsize=8.5)

@@ -103,3 +103,26 @@ def test_split_layout_labels_name_sequence_and_head_and_keys_use_s() -> None:
     assert "(B, S, D)" in arrow and "(B*H, S, Dh)" in arrow and "fold" in arrow
     assert ", L," not in arrow  # keys have S positions, not L
     plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda: plot.split_heads_layout(batch=2, seq_len=3, embed_dim=4, num_heads=2, how="split_heads"),
+        lambda: plot.split_heads_layout(batch=2, seq_len=4, embed_dim=4, num_heads=2, name="K"),
+        lambda: plot.merge_heads_layout(batch=2, seq_len=3, embed_dim=4, num_heads=2),
+        lambda: plot.head_scores_layout(seq_len=3, key_len=4, embed_dim=4, num_heads=2, title="t"),
+    ],
+    ids=["split_heads", "transpose_qkv", "merge", "scores"],
+)
+def test_layout_text_is_readable_at_page_width(draw) -> None:
+    """No label smaller than 8.5 pt, and the figure fits the page (about 8 inches).
+
+    At the notebook's 100 dpi, 8.5 pt is about 12 px; the score labels of the scores
+    diagram used to be 7 pt (about 10 px) in cells of 30 px.
+    """
+    fig = draw()
+    sizes = [t.get_fontsize() for t in fig.axes[0].texts if t.get_text().strip()]
+    assert sizes and min(sizes) >= 8.5
+    assert fig.get_size_inches()[0] <= 8.0
+    plt.close(fig)
