@@ -21,21 +21,25 @@ from .functional import (
     masked_softmax,
     merge_heads,
     padding_mask,
+    repeat_kv,
     scaled_dot_product_attention,
     split_heads,
     transpose_output,
     transpose_qkv,
 )
+from .kv_cache import KVCache
 from .modules import MultiHeadAttention
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "KVCache",
     "MultiHeadAttention",
     "causal_mask",
     "masked_softmax",
     "merge_heads",
     "padding_mask",
+    "repeat_kv",
     "scaled_dot_product_attention",
     "split_heads",
     "transpose_output",
