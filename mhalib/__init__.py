@@ -38,14 +38,19 @@ from .positional import (
     sinusoidal_positions,
 )
 from .blocks import FeedForward, TransformerBlock
+from .decoder import Decoder, DecoderBlock, RMSNorm, SwiGLU
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Decoder",
+    "DecoderBlock",
     "FeedForward",
     "KVCache",
     "LearnedPositions",
     "MultiHeadAttention",
+    "RMSNorm",
+    "SwiGLU",
     "TransformerBlock",
     "apply_rope",
     "apply_rope_interleaved",

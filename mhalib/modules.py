@@ -115,7 +115,9 @@ class MultiHeadAttention(nn.Module):
 
     def extra_repr(self) -> str:
         gqa = f", num_kv_heads={self.num_kv_heads}" if self.num_kv_heads != self.num_heads else ""
-        rope = f", rope={getattr(self.rope, '__name__', type(self.rope).__name__)}" if self.rope is not None else ""
+        # A rope that is an nn.Module is printed as a child module already.
+        named = self.rope is not None and not isinstance(self.rope, nn.Module)
+        rope = f", rope={getattr(self.rope, '__name__', type(self.rope).__name__)}" if named else ""
         return (
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}{gqa}, head_dim={self.head_dim}, "
             f"dropout={self.dropout}, kdim={self.kdim}, vdim={self.vdim}{rope}"
