@@ -31,19 +31,23 @@ Exercise ids and signatures::
     multi_head_attention          (query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None) -> out
     padding_mask                  (valid_lens, S) -> bool (B, 1, 1, S), True = may attend
     torch_key_padding_mask        (valid_lens, S) -> bool (B, S), True = padding (nn.MultiheadAttention)
+    causal_mask_lower_right       (L, S) -> bool (L, S), query i sees keys 0..S-L+i (chapter 8)
+    repeat_kv                     (x, n_rep) -> (B, Hkv*n_rep, S, Dh), query head h uses KV head h // n_rep
+    decode_step                   (x, past_key, past_value, W_q, W_k, W_v, W_o, num_heads, base) -> (out, key, value)
 """
 
 from __future__ import annotations
 
 from ._checker import Case, CheckResult, Exercise, Mistake
 from .catalogue import ALL
+from .ch08_decoding import ALL as CH08_ALL
 
 #: Seconds a learner's function may run on one case before check() reports it as stuck;
 #: set ``mhalib.exercises.TIMEOUT = 10`` for slow machines, or pass ``check(fn, timeout=10)``.
 TIMEOUT = 5.0
 
 #: Every exercise of the course, by id.
-EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in ALL}
+EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [*ALL, *CH08_ALL]}
 
 __all__ = ["EXERCISES", "TIMEOUT", "Case", "CheckResult", "Exercise", "Mistake", "check", "hint", "solution"]
 
