@@ -21,11 +21,13 @@ from .functional import (
     masked_softmax,
     merge_heads,
     padding_mask,
+    repeat_kv,
     scaled_dot_product_attention,
     split_heads,
     transpose_output,
     transpose_qkv,
 )
+from .kv_cache import KVCache
 from .modules import MultiHeadAttention
 from .positional import (
     LearnedPositions,
@@ -36,13 +38,19 @@ from .positional import (
     sinusoidal_positions,
 )
 from .blocks import FeedForward, TransformerBlock
+from .decoder import Decoder, DecoderBlock, RMSNorm, SwiGLU
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Decoder",
+    "DecoderBlock",
     "FeedForward",
+    "KVCache",
     "LearnedPositions",
     "MultiHeadAttention",
+    "RMSNorm",
+    "SwiGLU",
     "TransformerBlock",
     "apply_rope",
     "apply_rope_interleaved",
@@ -50,6 +58,7 @@ __all__ = [
     "masked_softmax",
     "merge_heads",
     "padding_mask",
+    "repeat_kv",
     "rope_angles",
     "rotate_half",
     "scaled_dot_product_attention",

@@ -20,6 +20,7 @@ from torch import Tensor
 __all__ = [
     "causal_mask",
     "padding_mask",
+    "repeat_kv",
     "masked_softmax",
     "scaled_dot_product_attention",
     "split_heads",
@@ -86,18 +87,29 @@ def _check_valid_lens(valid_lens: object, batch: int, length: int | None) -> Ten
 # --- masks ------------------------------------------------------------------------------
 
 
-def causal_mask(L: int, S: int | None = None, device: torch.device | str | None = None) -> Tensor:
-    """Boolean causal mask, True where query ``i`` may attend to key ``j`` (``j <= i``).
+def causal_mask(
+    L: int, S: int | None = None, device: torch.device | str | None = None, *, lower_right: bool = False
+) -> Tensor:
+    """Boolean causal mask, True where query ``i`` may attend to key ``j``.
+
+    Top-left aligned by default, as PyTorch's ``scaled_dot_product_attention(is_causal=True)``:
+    row ``i`` allows keys ``0..i``. With ``lower_right=True`` the L queries are the *last* L
+    positions of the S keys, as in a decoder whose cache holds the S - L earlier tokens:
+    row ``i`` allows keys ``0..S-L+i``. The two agree when L == S. The trap: one new token
+    against 5 cached keys (L=1, S=6) sees only key 0 top-left, and all 6 keys lower-right.
+    When L > S, lower-right leaves the first L - S rows with nothing to attend to.
 
     Shapes:
-        returns (L, S), S defaulting to L. Top-left aligned, as in PyTorch's
-        ``scaled_dot_product_attention(is_causal=True)``: row i allows keys 0..i.
+        returns (L, S), S defaulting to L.
     """
     S = L if S is None else S
     for name, n in (("L", L), ("S", S)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"{name} must be a non-negative int, got {n!r}")
-    return torch.ones(L, S, dtype=torch.bool, device=device).tril()
+    if not isinstance(lower_right, bool):
+        raise TypeError(f"lower_right must be a bool, got {type(lower_right).__name__}")
+    # tril(d) keeps j <= i + d: d = 0 top-left, d = S - L lower-right.
+    return torch.ones(L, S, dtype=torch.bool, device=device).tril(S - L if lower_right else 0)
 
 
 def padding_mask(valid_lens: Tensor, S: int) -> Tensor:
@@ -169,6 +181,7 @@ def scaled_dot_product_attention(
     dropout_p: float = 0.0,
     is_causal: bool = False,
     scale: float | None = None,
+    enable_gqa: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Attention that also returns its weights; the semantics of PyTorch's fused function.
 
@@ -188,6 +201,10 @@ def scaled_dot_product_attention(
     ``is_causal`` masks the future with ``causal_mask(L, S)`` (top-left aligned) and may
     not be combined with ``attn_mask``. ``scale`` defaults to ``1 / sqrt(E)``. With
     ``dropout_p > 0`` the returned weights are the ones used, after dropout.
+
+    ``enable_gqa=True`` (grouped-query attention, as in PyTorch): query (..., H, L, E) may
+    have more heads than key and value (..., Hkv, S, E); query head ``h`` uses KV head
+    ``h // (H // Hkv)`` (:func:`repeat_kv`), and the weights are (..., H, L, S).
 
     Memory: this explicit path stores the (..., L, S) scores and weights, so it grows with
     L * S: B=4, H=8, L=S=4096 in float32 needs about 4 GiB. ``MultiHeadAttention`` with
@@ -212,6 +229,8 @@ def scaled_dot_product_attention(
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if is_causal and attn_mask is not None:
         raise ValueError("pass either attn_mask or is_causal=True, not both (combine them into one mask)")
+    if enable_gqa:
+        key, value = _repeat_kv_for_query(query, key, value)
 
     L, S = query.shape[-2], key.shape[-2]
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
@@ -234,6 +253,20 @@ def scaled_dot_product_attention(
         weights = F.dropout(weights, p=dropout_p)
     out = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
     return out, weights
+
+
+def _repeat_kv_for_query(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    """enable_gqa: repeat the Hkv key/value heads to the query's H heads."""
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(name, x, min_ndim=3)
+    H, Hkv = query.shape[-3], key.shape[-3]
+    if value.shape[-3] != Hkv:
+        raise ValueError(f"key and value must have the same number of heads, got {Hkv} and {value.shape[-3]}")
+    if H % Hkv != 0:
+        raise ValueError(
+            f"with enable_gqa the query's heads ({H}) must be a multiple of the key's and value's heads ({Hkv})"
+        )
+    return repeat_kv(key, H // Hkv), repeat_kv(value, H // Hkv)  # (..., Hkv, S, E) -> (..., H, S, E)
 
 
 # --- head layouts -------------------------------------------------------------------------
@@ -289,3 +322,22 @@ def transpose_output(x: Tensor, num_heads: int) -> Tensor:
     BH, L, Dh = x.shape
     H = _check_num_heads(num_heads, BH, "the first dimension B*H of x")
     return merge_heads(x.reshape(BH // H, H, L, Dh))  # (B*H, L, Dh) -> (B, H, L, Dh) -> (B, L, H*Dh)
+
+
+def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
+    """Grouped-query attention: give each of the H query heads its key/value head.
+
+    Every KV head is repeated ``n_rep = H // Hkv`` times *in a row*, so query head ``h``
+    gets KV head ``h // n_rep``: with Hkv = 3 and n_rep = 3 the heads come out as
+    0 0 0 1 1 1 2 2 2. That is ``repeat_interleave``. ``x.repeat(1, n_rep, 1, 1)`` would
+    give 0 1 2 0 1 2 0 1 2, the right shape with the wrong pairing, and no error.
+
+    Shapes:
+        x (B, Hkv, S, Dh) -> (B, Hkv*n_rep, S, Dh); any leading axes before Hkv work too
+    """
+    _check_tensor("x", x, min_ndim=3)
+    if isinstance(n_rep, bool) or not isinstance(n_rep, int) or n_rep < 1:
+        raise ValueError(f"n_rep must be a positive int, got {n_rep!r}")
+    if n_rep == 1:
+        return x
+    return x.repeat_interleave(n_rep, dim=-3)  # (..., Hkv, S, Dh) -> (..., Hkv*n_rep, S, Dh)

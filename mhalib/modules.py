@@ -1,10 +1,13 @@
 """``MultiHeadAttention``: a thin module that owns the four projections and calls the functions.
 
 Shapes:
-    B batch, H heads, L query length, S key/value length, D = embed_dim, Dh = D // H.
+    B batch, H heads, L query length, S key/value length, D = embed_dim, Dh = D // H,
+    Hkv = num_kv_heads (grouped-query attention; H by default).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,7 @@ from .functional import (
     scaled_dot_product_attention,
     split_heads,
 )
+from .kv_cache import KVCache
 
 __all__ = ["MultiHeadAttention"]
 
@@ -43,6 +47,18 @@ class MultiHeadAttention(nn.Module):
             broadcasts to (B, H, L, S)
         valid_lens: (B,) or (B, L) integer lengths; keys at positions >= length are padding
         -> out (B, L, embed_dim), weights (B, H, L, S) per head, or None
+
+    Grouped-query attention: with ``num_kv_heads`` = Hkv < H, ``k_proj`` and ``v_proj`` make
+    only Hkv heads of width Dh, and query head ``h`` uses KV head ``h // (H // Hkv)``
+    (:func:`mhalib.repeat_kv`). Hkv = H is plain multi-head attention, Hkv = 1
+    multi-query attention.
+
+    Decoding: ``cache=KVCache()`` appends this call's keys and values, per KV head, to the
+    cache and attends over all of them; ``is_causal=True`` then aligns the mask
+    lower-right (the new queries are the last positions). ``rope``, a function
+    ``rope(x, positions)`` such as ``mhalib.apply_rope``, rotates q and k by their
+    positions before k is cached; with a cache the new tokens' positions start at
+    ``len(cache)``.
 
     With ``need_weights=False`` the forward pass calls PyTorch's fused
     ``scaled_dot_product_attention`` on (B, H, L, Dh) tensors and returns ``None`` for
@@ -72,6 +88,8 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         kdim: int | None = None,
         vdim: int | None = None,
+        num_kv_heads: int | None = None,
+        rope: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
@@ -79,15 +97,25 @@ class MultiHeadAttention(nn.Module):
         _check_num_heads(num_heads, embed_dim, "embed_dim")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if isinstance(num_kv_heads, bool) or not isinstance(num_kv_heads, int) or num_kv_heads < 1:
+            raise ValueError(f"num_kv_heads must be a positive int or None, got {num_kv_heads!r}")
+        if num_heads % num_kv_heads != 0:
+            raise ValueError(f"num_heads ({num_heads}) must be divisible by num_kv_heads ({num_kv_heads})")
+        if rope is not None and not callable(rope):
+            raise TypeError(f"rope must be a function rope(x, positions) or None, got {type(rope).__name__}")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
         self.head_dim = embed_dim // num_heads
+        self.rope = rope
         self.dropout = dropout
         self.kdim = embed_dim if kdim is None else kdim
         self.vdim = embed_dim if vdim is None else vdim
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)  # W_q
-        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)  # W_k
-        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)  # W_v
+        kv_dim = num_kv_heads * self.head_dim  # = embed_dim unless grouped-query
+        self.k_proj = nn.Linear(self.kdim, kv_dim, bias=bias)  # W_k
+        self.v_proj = nn.Linear(self.vdim, kv_dim, bias=bias)  # W_v
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)  # W_o
         self._reset_parameters()
 
@@ -102,9 +130,13 @@ class MultiHeadAttention(nn.Module):
                 nn.init.zeros_(proj.bias)
 
     def extra_repr(self) -> str:
+        gqa = f", num_kv_heads={self.num_kv_heads}" if self.num_kv_heads != self.num_heads else ""
+        # A rope that is an nn.Module is printed as a child module already.
+        named = self.rope is not None and not isinstance(self.rope, nn.Module)
+        rope = f", rope={getattr(self.rope, '__name__', type(self.rope).__name__)}" if named else ""
         return (
-            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
-            f"dropout={self.dropout}, kdim={self.kdim}, vdim={self.vdim}"
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}{gqa}, head_dim={self.head_dim}, "
+            f"dropout={self.dropout}, kdim={self.kdim}, vdim={self.vdim}{rope}"
         )
 
     def forward(
@@ -116,29 +148,43 @@ class MultiHeadAttention(nn.Module):
         valid_lens: Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = True,
+        cache: KVCache | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        self._check_inputs(query, key, value)
+        self._check_inputs(query, key, value, cache)
         B, L, _ = query.shape
-        S = key.shape[1]
-        H = self.num_heads
+        H, Hkv = self.num_heads, self.num_kv_heads
+        past = 0 if cache is None else len(cache)  # tokens already cached
 
         q = split_heads(self.q_proj(query), H)  # (B, L, D) -> (B, H, L, Dh)
-        k = split_heads(self.k_proj(key), H)  # (B, S, kdim) -> (B, S, D) -> (B, H, S, Dh)
-        v = split_heads(self.v_proj(value), H)  # (B, S, vdim) -> (B, S, D) -> (B, H, S, Dh)
+        k = split_heads(self.k_proj(key), Hkv)  # (B, S, kdim) -> (B, S, Hkv*Dh) -> (B, Hkv, S, Dh)
+        v = split_heads(self.v_proj(value), Hkv)  # (B, S, vdim) -> (B, S, Hkv*Dh) -> (B, Hkv, S, Dh)
+        if self.rope is not None:  # positions continue after the cached tokens
+            q = self.rope(q, torch.arange(past, past + L, device=q.device))
+            k = self.rope(k, torch.arange(past, past + k.shape[2], device=k.device))
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, Hkv, S, Dh) -> (B, Hkv, past + S, Dh)
+            # The new queries are the last L positions: causal is lower-right, and one
+            # query at the end may see every key, so it needs no mask at all.
+            is_causal = is_causal and L > 1
+        S = k.shape[2]
 
-        mask = self._combined_mask(attn_mask, valid_lens, is_causal, B, L, S, q.dtype, q.device)
+        lower_right = cache is not None
+        mask = self._combined_mask(attn_mask, valid_lens, is_causal, lower_right, B, L, S, q.dtype, q.device)
         dropout_p = self.dropout if self.training else 0.0
+        gqa = Hkv != H  # query head h uses KV head h // (H // Hkv)
         if need_weights:
             causal_only = is_causal and mask is None
-            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p, is_causal=causal_only)
+            out, weights = scaled_dot_product_attention(
+                q, k, v, mask, dropout_p, is_causal=causal_only, enable_gqa=gqa
+            )  # (B, H, L, Dh), (B, H, L, S)
         else:
-            out, weights = self._fused_attention(q, k, v, mask, is_causal, dropout_p), None
+            out, weights = self._fused_attention(q, k, v, mask, is_causal, dropout_p, gqa), None
         out = self.out_proj(merge_heads(out))  # (B, H, L, Dh) -> (B, L, D) -> (B, L, D)
         return out, weights
 
     # --- helpers of forward ----------------------------------------------------------
 
-    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache | None) -> None:
         for name, x, width, width_name in (
             ("query", query, self.embed_dim, "embed_dim"),
             ("key", key, self.kdim, "kdim"),
@@ -154,12 +200,15 @@ class MultiHeadAttention(nn.Module):
             )
         if key.shape[1] != value.shape[1]:
             raise ValueError(f"key and value must have the same length S, got {key.shape[1]} and {value.shape[1]}")
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be an mhalib.KVCache or None, got {type(cache).__name__}")
 
     def _combined_mask(
         self,
         attn_mask: Tensor | None,
         valid_lens: Tensor | None,
         is_causal: bool,
+        lower_right: bool,
         B: int,
         L: int,
         S: int,
@@ -169,7 +218,9 @@ class MultiHeadAttention(nn.Module):
         """One mask broadcastable to (B, H, L, S): bool, or float when attn_mask is float.
 
         Returns None when only ``is_causal`` is set, so the fused path can use PyTorch's
-        own causal kernel instead of an explicit mask.
+        own causal kernel instead of an explicit mask; except with ``lower_right`` (a
+        cache: the L queries are the last of S positions) and L != S, where the kernel's
+        top-left alignment would be wrong and the causal mask is made explicit.
         """
         H = self.num_heads
         mask = None
@@ -190,19 +241,19 @@ class MultiHeadAttention(nn.Module):
         if valid_lens is not None:
             _check_valid_lens(valid_lens, B, L)
             mask = _and(mask, padding_mask(valid_lens, S))  # (B, 1, 1|L, S)
-        if is_causal and mask is not None:
-            mask = _and(mask, causal_mask(L, S, device=device))  # (L, S)
+        if is_causal and (mask is not None or (lower_right and L != S)):
+            mask = _and(mask, causal_mask(L, S, device=device, lower_right=lower_right))  # (L, S)
         return mask
 
     def _fused_attention(
-        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, gqa: bool
     ) -> Tensor:
         """PyTorch's fused kernel on 4-D (B, H, L, Dh) tensors (3-D input falls back to a slow path)."""
         if mask is None:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=gqa)
         # Since PyTorch 2.5 the fused kernel gives a row with nothing to attend to a zero output,
         # as the explicit path does (tests/test_module.py checks both paths).
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa)
 
     # --- conversion to and from torch.nn.MultiheadAttention -----------------------------
 
@@ -240,7 +291,18 @@ class MultiHeadAttention(nn.Module):
         return mine.train(module.training)
 
     def to_torch(self) -> nn.MultiheadAttention:
-        """A ``torch.nn.MultiheadAttention(batch_first=True)`` with the same weights."""
+        """A ``torch.nn.MultiheadAttention(batch_first=True)`` with the same weights.
+
+        Only for plain multi-head attention: PyTorch's module has neither grouped KV
+        heads nor rotary positions, so ``num_kv_heads != num_heads`` or a ``rope`` raise.
+        """
+        if self.num_kv_heads != self.num_heads:
+            raise ValueError(
+                f"to_torch needs num_kv_heads == num_heads: torch.nn.MultiheadAttention has no grouped-query "
+                f"attention, and this module has num_kv_heads={self.num_kv_heads}, num_heads={self.num_heads}"
+            )
+        if self.rope is not None:
+            raise ValueError("to_torch needs rope=None: torch.nn.MultiheadAttention has no rotary positions")
         has_bias = self.q_proj.bias is not None
         dtype = self.q_proj.weight.dtype
         theirs = nn.MultiheadAttention(

@@ -135,6 +135,52 @@ def test_sdpa_is_causal_top_left_aligned_when_L_differs_from_S():
     assert torch.equal(causal_mask(2), torch.tensor([[True, False], [True, True]]))
 
 
+@pytest.mark.filterwarnings("ignore:Lower right causal bias will produce NaNs")
+@pytest.mark.parametrize("L,S", [(1, 6), (2, 5), (3, 3), (4, 2), (0, 3), (3, 0)])
+def test_causal_mask_lower_right_matches_torch_causal_lower_right(L, S):
+    # PyTorch's CausalBias "lower right" variant is the reference for the alignment.
+    from torch.nn.attention.bias import CausalBias, CausalVariant
+
+    expected = CausalBias(CausalVariant.LOWER_RIGHT, L, S)._materialize()
+    assert torch.equal(causal_mask(L, S, lower_right=True), expected)
+    top_left = CausalBias(CausalVariant.UPPER_LEFT, L, S)._materialize()
+    assert torch.equal(causal_mask(L, S), top_left)
+
+
+def test_causal_mask_lower_right_is_what_a_cache_needs():
+    # The trap: one new token after 5 cached ones. Top-left lets it see key 0 only.
+    assert causal_mask(1, 6).tolist() == [[True, False, False, False, False, False]]
+    assert causal_mask(1, 6, lower_right=True).tolist() == [[True] * 6]
+    # Query i of the last L sees keys 0..S-L+i.
+    m = causal_mask(3, 7, lower_right=True)
+    for i in range(3):
+        assert m[i].nonzero().flatten().tolist() == list(range(7 - 3 + i + 1))
+    # The last L rows of the square mask, which is what "the queries are the last L" means.
+    assert torch.equal(m, causal_mask(7)[-3:])
+    assert torch.equal(causal_mask(4, lower_right=True), causal_mask(4))
+    # More queries than keys: the first L - S rows have nothing to attend to.
+    assert causal_mask(4, 2, lower_right=True).any(dim=-1).tolist() == [False, False, True, True]
+
+
+def test_causal_mask_lower_right_in_sdpa_gives_the_last_rows_of_a_full_pass():
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 6, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    full, _ = scaled_dot_product_attention(q, k, v, is_causal=True)
+    last, _ = scaled_dot_product_attention(q[:, -2:], k, v, attn_mask=causal_mask(2, 6, lower_right=True))
+    torch.testing.assert_close(last, full[:, -2:], rtol=1e-12, atol=1e-12)
+    trap, _ = scaled_dot_product_attention(q[:, -2:], k, v, is_causal=True)  # top-left: wrong rows
+    assert not torch.allclose(trap, full[:, -2:])
+
+
+def test_causal_mask_argument_errors():
+    with pytest.raises(TypeError, match="lower_right must be a bool, got int"):
+        causal_mask(2, 3, lower_right=1)
+    with pytest.raises(TypeError):
+        causal_mask(2, 3, None, True)  # lower_right is keyword-only
+    with pytest.raises(ValueError, match="S must be a non-negative int, got -1"):
+        causal_mask(2, -1, lower_right=True)
+
+
 def test_padding_mask_shapes_and_values():
     lens = torch.tensor([0, 2, 5])
     m = padding_mask(lens, 4)

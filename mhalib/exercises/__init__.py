@@ -43,6 +43,10 @@ Exercise ids and signatures, by chapter::
     sinusoidal_positions          (L, D, base=10000.0) -> (L, D) float32
     apply_rope                    (x, positions, base=10000.0) -> (..., L, Dh), half-split pairs
     pre_ln_block                  (x, block) -> (B, L, D), a pre-LN TransformerBlock's forward
+    ch08_decoding
+    causal_mask_lower_right       (L, S) -> bool (L, S), query i sees keys 0..S-L+i
+    repeat_kv                     (x, n_rep) -> (B, Hkv*n_rep, S, Dh), query head h uses KV head h // n_rep
+    decode_step                   (x, past_key, past_value, W_q, W_k, W_v, W_o, num_heads, base) -> (out, key, value)
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from . import ch02_scaled_dot_product
 from . import ch03_splitting_heads
 from . import ch04_multi_head_attention
 from . import ch06_positions
+from . import ch08_decoding
 from ._checker import Case, CheckResult, Exercise, Mistake
 
 #: The chapters' exercise modules, in course order; each defines ``ALL: list[Exercise]``.
@@ -62,6 +67,7 @@ _CHAPTERS = (
     ch03_splitting_heads,
     ch04_multi_head_attention,
     ch06_positions,
+    ch08_decoding,
 )
 
 #: Seconds a learner's function may run on one case before check() reports it as stuck;
