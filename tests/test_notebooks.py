@@ -161,7 +161,7 @@ def lab_compat_problems(nb: dict) -> list[str]:
     """What JupyterLab would show differently from the book: the book's own TeX macros, a
     solution that is not folded, a gated solution's cells left open. The fix is a script."""
     changes = lab_compat.rewrite(copy.deepcopy(nb), BOOK_MACROS)
-    return [f"{c}: run `python tools/lab_compat.py` on this notebook" for c in changes]
+    return [f"{c}: run `.venv/bin/python tools/lab_compat.py` on this notebook" for c in changes]
 
 
 def unknown_tex_problems(nb: dict) -> list[str]:

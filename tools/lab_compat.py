@@ -1,7 +1,7 @@
 """Make a chapter read in JupyterLab (with jupyterlab-myst) as it reads in the book.
 
-    python tools/lab_compat.py chapters/*.ipynb          # rewrite in place, say what changed
-    python tools/lab_compat.py --check chapters/*.ipynb  # change nothing; exit 1 if needed
+    .venv/bin/python tools/lab_compat.py chapters/*.ipynb          # rewrite, say what changed
+    .venv/bin/python tools/lab_compat.py --check chapters/*.ipynb  # exit 1 if one needs it
 
 It rewrites only what JupyterLab shows differently, and is idempotent (a second run
 changes nothing):
