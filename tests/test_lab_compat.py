@@ -47,6 +47,12 @@ def test_macros_are_written_out_in_math_and_directives() -> None:
     assert changes == ["cell 0: macros written out: Concat, softmax"]
 
 
+def test_a_solution_after_an_exercise_in_one_cell_is_prose_too() -> None:
+    text = "```{exercise} E\nWhy?\n```\n\n```{solution} ex\n:class: dropdown\n$\\softmax(s)$\n```\n```\n\\softmax\n```"
+    nb, _ = rewritten(md(text))
+    assert nb["cells"][0]["source"] == text.replace("$\\softmax(s)$", "$\\operatorname{softmax}(s)$")
+
+
 def test_a_macro_with_an_argument_takes_its_braced_group() -> None:
     nb, _ = rewritten(md("$\\norm{q} \\norm k$"))
     assert nb["cells"][0]["source"] == "$\\lVert q \\rVert \\lVert k \\rVert$"

@@ -75,8 +75,10 @@ def book_macros(config: Path = ROOT / "_config.yml") -> dict[str, str | list]:
 def prose_lines(text: str):
     """Yield (index, line, is_prose): False for lines inside fenced code blocks.
 
-    A fence whose info string is a directive (```{exercise}, :::{note}) holds prose; any
-    other fence (```python, ```text, ```) holds code."""
+    A fence whose info string is a directive (```{exercise}, :::{note}) holds prose, and a
+    bare fence closes the innermost open directive; any other fence (```python, ```text,
+    or a bare ``` outside a directive) holds code."""
+    directives: list[str] = []  # the fences of the directives open here, innermost last
     code_fence = None
     for i, line in enumerate(text.split("\n")):
         match = FENCE.match(line)
@@ -85,10 +87,16 @@ def prose_lines(text: str):
                 code_fence = None
             yield i, line, False
             continue
-        if match and match.group(1)[0] != ":" and not match.group(2).startswith("{"):
-            code_fence = match.group(1)
-            yield i, line, False
-            continue
+        if match:
+            fence, info = match.groups()
+            if info.startswith("{"):
+                directives.append(fence)
+            elif not info and directives and fence[0] == directives[-1][0] and len(fence) >= len(directives[-1]):
+                directives.pop()
+            elif fence[0] != ":":
+                code_fence = fence
+                yield i, line, False
+                continue
         yield i, line, True
 
 
