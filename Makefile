@@ -1,7 +1,8 @@
 # The course's build glue. Two commands do all set-up on a fresh machine:
 #   make book   build the HTML book into _build/html
 #   make test   run every test (unit tests, nbval on every notebook, book build, browser)
-# Both create .venv and install what is missing first.
+#   make lab    JupyterLab on chapters/ (MyST rendered, no outside requests, root handled)
+# Each creates .venv and installs what is missing first.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,6 +13,16 @@ export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 # Kernels pick their own (inline) matplotlib backend.
 unexport MPLBACKEND
 BOOKFLAGS ?=
+# JupyterLab for the reader. The settings in lab/ go into .venv (never into the reader's
+# home): no news or update check, no extension manager asking PyPI (lab/README.md).
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_SERVER_CONFIG := $(VENV)/etc/jupyter/jupyter_lab_config.json
+LAB_DIR ?= chapters
+LABFLAGS ?=
+# Jupyter refuses to start as root ("Running as root is not recommended"). In a container
+# or on a cloud machine root is often the only user there is, so there, and only there,
+# say --allow-root. The server still listens on 127.0.0.1 only.
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: book test unit lab execute lock clean
 
@@ -28,7 +39,7 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going $(BOOKFLAGS)
 	@echo "Open the book: $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP)
+test: $(STAMP) $(LAB_SETTINGS) $(LAB_SERVER_CONFIG)
 	rm -rf _build/html
 	$(MAKE) --no-print-directory book BOOKFLAGS=--all
 	$(BIN)/python -m pytest
@@ -36,8 +47,16 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not browser"
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab chapters
+$(LAB_SETTINGS): lab/overrides.json $(STAMP)
+	@mkdir -p $(@D)
+	cp $< $@
+
+$(LAB_SERVER_CONFIG): lab/jupyter_lab_config.json $(STAMP)
+	@mkdir -p $(@D)
+	cp $< $@
+
+lab: $(STAMP) $(LAB_SETTINGS) $(LAB_SERVER_CONFIG)
+	$(BIN)/jupyter lab --ip=127.0.0.1 $(LAB_ROOT) $(LABFLAGS) $(LAB_DIR)
 
 execute: $(STAMP)
 	$(BIN)/python tools/execute_notebooks.py $(NOTEBOOKS)

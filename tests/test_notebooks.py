@@ -143,6 +143,32 @@ def nested_fence_problems(nb: dict) -> list[str]:
     return problems
 
 
+def _lab_compat():
+    """tools/lab_compat.py, imported from its path (tools/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lab_compat", ROOT / "tools" / "lab_compat.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lab_compat = _lab_compat()
+BOOK_MACROS = lab_compat.book_macros()
+
+
+def lab_compat_problems(nb: dict) -> list[str]:
+    """What JupyterLab would show differently from the book: the book's own TeX macros, a
+    solution that is not folded, a gated solution's cells left open. The fix is a script."""
+    changes = lab_compat.rewrite(copy.deepcopy(nb), BOOK_MACROS)
+    return [f"{c}: run `.venv/bin/python tools/lab_compat.py` on this notebook" for c in changes]
+
+
+def unknown_tex_problems(nb: dict) -> list[str]:
+    """TeX commands that KaTeX (JupyterLab) or MathJax (the book) may not know."""
+    return lab_compat.unknown_tex(nb)
+
+
 RULES = [
     execution_order_problems,
     error_output_problems,
@@ -152,6 +178,8 @@ RULES = [
     structure_problems,
     nested_fence_problems,
     line_length_problems,
+    lab_compat_problems,
+    unknown_tex_problems,
 ]
 
 
@@ -206,6 +234,14 @@ GOOD = {
 }
 
 
+# A gated solution whose code cell would stay open in JupyterLab (no jupyter.source_hidden).
+GATED_OPEN = [
+    {"cell_type": "markdown", "metadata": {}, "source": ["```{solution-start} ex\n:class: dropdown\n```\n"]},
+    {"cell_type": "code", "execution_count": 1, "metadata": {}, "outputs": [], "source": ["torch.manual_seed(0)"]},
+    {"cell_type": "markdown", "metadata": {}, "source": ["```{solution-end}\n```\n"]},
+]
+
+
 def broken(change) -> dict:
     nb = copy.deepcopy(GOOD)
     change(nb)
@@ -231,6 +267,11 @@ def test_rules_pass_a_good_notebook() -> None:
         (line_length_problems, lambda nb: nb["cells"][1].update(source=["x = 1  # " + "a comment that runs on " * 4])),
         (line_length_problems, lambda nb: nb["cells"][1]["outputs"].append({"output_type": "stream", "name": "stdout", "text": ["-" * 79]})),
         (nested_fence_problems, lambda nb: nb["cells"][3].update(source=["```{solution} ex\n:class: dropdown\n\n```python\nx = 1\n```\nmore\n```\n"])),
+        (lab_compat_problems, lambda nb: nb["cells"][3].update(source=["## Summary\n\n$\\softmax(QK^\\top)V$\n\n## Exercises\n"])),
+        (lab_compat_problems, lambda nb: nb["cells"][3]["source"].append("```{solution} ex\nFolded in neither place.\n```\n")),
+        (lab_compat_problems, lambda nb: nb["cells"].extend(copy.deepcopy(GATED_OPEN))),
+        (unknown_tex_problems, lambda nb: nb["cells"][3]["source"].append("$\\Concat(O_1, O_2)$\n")),
+        (unknown_tex_problems, lambda nb: nb["cells"][3]["source"].append("$\\mathscr{L}$\n")),
     ],
 )
 def test_rule_catches_its_mistake(rule, change) -> None:
