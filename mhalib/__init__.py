@@ -27,11 +27,13 @@ from .functional import (
     transpose_qkv,
 )
 from .modules import MultiHeadAttention
+from .tiled import causal_block_kind, tiled_attention
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MultiHeadAttention",
+    "causal_block_kind",
     "causal_mask",
     "masked_softmax",
     "merge_heads",
@@ -40,6 +42,7 @@ __all__ = [
     "split_heads",
     "transpose_output",
     "transpose_qkv",
+    "tiled_attention",
 ]
 
 
