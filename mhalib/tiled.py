@@ -141,7 +141,10 @@ def tiled_attention(
             if is_causal and causal_block_kind(q_start, q_stop, k_start, k_stop) == "diagonal":
                 # (bq, bk): key k_start + c may be seen by query q_start + r when c - r <= q_start - k_start
                 future = positions_k[: k_stop - k_start] - positions_q[: q_stop - q_start] > q_start - k_start
-                scores = scores.masked_fill(future, float("-inf")) if needs_grad else scores.masked_fill_(future, float("-inf"))
+                if needs_grad:
+                    scores = scores.masked_fill(future, float("-inf"))
+                else:
+                    scores.masked_fill_(future, float("-inf"))  # in place: no second tile
             m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))  # (..., bq, 1)
             # Every row has key 0 in its first visited block, so m_new is finite from then on
             # and exp(-inf - m_new) = 0 handles the masked entries and the initial m.
