@@ -39,6 +39,7 @@ from .positional import (
 )
 from .blocks import FeedForward, TransformerBlock
 from .decoder import Decoder, DecoderBlock, RMSNorm, SwiGLU
+from .tiled import causal_block_kind, tiled_attention
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ __all__ = [
     "TransformerBlock",
     "apply_rope",
     "apply_rope_interleaved",
+    "causal_block_kind",
     "causal_mask",
     "masked_softmax",
     "merge_heads",
@@ -66,6 +68,7 @@ __all__ = [
     "split_heads",
     "transpose_output",
     "transpose_qkv",
+    "tiled_attention",
 ]
 
 

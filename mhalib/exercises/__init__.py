@@ -47,6 +47,9 @@ Exercise ids and signatures, by chapter::
     causal_mask_lower_right       (L, S) -> bool (L, S), query i sees keys 0..S-L+i
     repeat_kv                     (x, n_rep) -> (B, Hkv*n_rep, S, Dh), query head h uses KV head h // n_rep
     decode_step                   (x, past_key, past_value, W_q, W_k, W_v, W_o, num_heads, base) -> (out, key, value)
+    ch09_long_sequences
+    online_softmax_merge          (m, l, acc, scores, v) -> (m_new, l_new, acc_new)
+    causal_blocks                 (L, S, block_q, block_k) -> (visit, needs_mask), bool tiles
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from . import ch03_splitting_heads
 from . import ch04_multi_head_attention
 from . import ch06_positions
 from . import ch08_decoding
+from . import ch09_long_sequences
 from ._checker import Case, CheckResult, Exercise, Mistake
 
 #: The chapters' exercise modules, in course order; each defines ``ALL: list[Exercise]``.
@@ -68,6 +72,7 @@ _CHAPTERS = (
     ch04_multi_head_attention,
     ch06_positions,
     ch08_decoding,
+    ch09_long_sequences,
 )
 
 #: Seconds a learner's function may run on one case before check() reports it as stuck;
