@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 
 # name -> submodule that defines it; each model's file adds its line here.
-_LOADERS: dict[str, str] = {}
+_LOADERS: dict[str, str] = {
+    "load_minilm": "minilm",  # all-MiniLM-L6-v2, chapter 7
+}
 
 __all__ = sorted(_LOADERS)
 
