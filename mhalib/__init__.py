@@ -27,16 +27,33 @@ from .functional import (
     transpose_qkv,
 )
 from .modules import MultiHeadAttention
+from .positional import (
+    LearnedPositions,
+    apply_rope,
+    apply_rope_interleaved,
+    rope_angles,
+    rotate_half,
+    sinusoidal_positions,
+)
+from .blocks import FeedForward, TransformerBlock
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FeedForward",
+    "LearnedPositions",
     "MultiHeadAttention",
+    "TransformerBlock",
+    "apply_rope",
+    "apply_rope_interleaved",
     "causal_mask",
     "masked_softmax",
     "merge_heads",
     "padding_mask",
+    "rope_angles",
+    "rotate_half",
     "scaled_dot_product_attention",
+    "sinusoidal_positions",
     "split_heads",
     "transpose_output",
     "transpose_qkv",
