@@ -31,15 +31,19 @@ Exercise ids and signatures::
     multi_head_attention          (query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None) -> out
     padding_mask                  (valid_lens, S) -> bool (B, 1, 1, S), True = may attend
     torch_key_padding_mask        (valid_lens, S) -> bool (B, S), True = padding (nn.MultiheadAttention)
-    bert_attention                (state_dict, layer, num_heads, x, attention_mask) -> (out, weights) (ch. 7)
-    previous_token_score          (weights, attention_mask) -> (H,) (ch. 7)
-    mean_pool                     (hidden, attention_mask) -> (B, D), normalised (ch. 7)
+    sinusoidal_positions          (L, D, base=10000.0) -> (L, D) float32 (chapter 6)
+    apply_rope                    (x, positions, base=10000.0) -> (..., L, Dh), half-split pairs (chapter 6)
+    pre_ln_block                  (x, block) -> (B, L, D), a pre-LN TransformerBlock's forward (chapter 6)
+    bert_attention                (state_dict, layer, num_heads, x, attention_mask) -> (out, weights) (chapter 7)
+    previous_token_score          (weights, attention_mask) -> (H,) (chapter 7)
+    mean_pool                     (hidden, attention_mask) -> (B, D), normalised (chapter 7)
 """
 
 from __future__ import annotations
 
 from ._checker import Case, CheckResult, Exercise, Mistake
 from .catalogue import ALL
+from .ch06_positions import ALL as CH06_ALL
 from .ch07_pretrained_encoder import ALL as CH07
 
 #: Seconds a learner's function may run on one case before check() reports it as stuck;
@@ -47,7 +51,7 @@ from .ch07_pretrained_encoder import ALL as CH07
 TIMEOUT = 5.0
 
 #: Every exercise of the course, by id.
-EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [*ALL, *CH07]}
+EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [*ALL, *CH06_ALL, *CH07]}
 
 __all__ = ["EXERCISES", "TIMEOUT", "Case", "CheckResult", "Exercise", "Mistake", "check", "hint", "solution"]
 
