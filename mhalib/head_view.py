@@ -90,6 +90,13 @@ _STYLE = """
 """
 
 
+def _brief(text: str, limit: int = 40) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, with ... if cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 3].rsplit(" ", 1)[0] + " ..."
+
+
 def _options(n: int, selected: int, label=str) -> str:
     return "".join(
         f'<option value="{i}"{" selected" if i == selected else ""}>{html.escape(label(i))}</option>' for i in range(n)
@@ -128,7 +135,7 @@ def head_view_html(
     table = [[notes.get((l, h), "") for h in range(num_heads)] for l in range(num_layers)]
     data = json.dumps({"sentences": sentences, "notes": table}, separators=(",", ":"))
     data = data.replace("</", "<\\/")  # a token "</script>" must not end the data block
-    first = lambda i: " ".join(tokens[i][1:-1])[:40]  # noqa: E731 - the sentence, in brief
+    first = lambda i: _brief(" ".join(tokens[i][1:-1]))  # noqa: E731 - the sentence, in brief
     ids = {"id": element_id}
     return (
         f'<div id="{element_id}" class="mhalib-head-view">'
