@@ -43,6 +43,10 @@ Exercise ids and signatures, by chapter::
     sinusoidal_positions          (L, D, base=10000.0) -> (L, D) float32
     apply_rope                    (x, positions, base=10000.0) -> (..., L, Dh), half-split pairs
     pre_ln_block                  (x, block) -> (B, L, D), a pre-LN TransformerBlock's forward
+    ch07_pretrained_encoder
+    bert_attention                (state_dict, layer, num_heads, x, attention_mask) -> (out, weights)
+    previous_token_score          (weights, attention_mask) -> (H,)
+    mean_pool                     (hidden, attention_mask) -> (B, D), normalised
     ch08_decoding
     causal_mask_lower_right       (L, S) -> bool (L, S), query i sees keys 0..S-L+i
     repeat_kv                     (x, n_rep) -> (B, Hkv*n_rep, S, Dh), query head h uses KV head h // n_rep
@@ -59,6 +63,7 @@ from . import ch02_scaled_dot_product
 from . import ch03_splitting_heads
 from . import ch04_multi_head_attention
 from . import ch06_positions
+from . import ch07_pretrained_encoder
 from . import ch08_decoding
 from . import ch09_long_sequences
 from ._checker import Case, CheckResult, Exercise, Mistake
@@ -71,6 +76,7 @@ _CHAPTERS = (
     ch03_splitting_heads,
     ch04_multi_head_attention,
     ch06_positions,
+    ch07_pretrained_encoder,
     ch08_decoding,
     ch09_long_sequences,
 )

@@ -13,6 +13,7 @@ import importlib
 
 # name -> submodule that defines it; each model's file adds its line here.
 _LOADERS: dict[str, str] = {
+    "load_minilm": "minilm",  # all-MiniLM-L6-v2, chapter 7
     "load_smollm2": "smollm2",
 }
 
