@@ -31,19 +31,22 @@ Exercise ids and signatures::
     multi_head_attention          (query, key, value, W_q, W_k, W_v, W_o, num_heads, valid_lens=None) -> out
     padding_mask                  (valid_lens, S) -> bool (B, 1, 1, S), True = may attend
     torch_key_padding_mask        (valid_lens, S) -> bool (B, S), True = padding (nn.MultiheadAttention)
+    shard_weights                 (W_q, W_k, W_v, W_o, b_o, num_heads, rank, world_size) -> rank's 5 tensors (chapter 10)
+    combine_partials              (partials) -> (B, L, D), the sum of the ranks' outputs (chapter 10)
 """
 
 from __future__ import annotations
 
 from ._checker import Case, CheckResult, Exercise, Mistake
 from .catalogue import ALL
+from .ch10_parallel import ALL as CH10_ALL
 
 #: Seconds a learner's function may run on one case before check() reports it as stuck;
 #: set ``mhalib.exercises.TIMEOUT = 10`` for slow machines, or pass ``check(fn, timeout=10)``.
 TIMEOUT = 5.0
 
 #: Every exercise of the course, by id.
-EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in ALL}
+EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [*ALL, *CH10_ALL]}
 
 __all__ = ["EXERCISES", "TIMEOUT", "Case", "CheckResult", "Exercise", "Mistake", "check", "hint", "solution"]
 
