@@ -78,8 +78,8 @@ class _ReduceForward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        # Every rank computed the loss from the same summed output, so `grad` is
-        # already the full dL/d(partial_r) = dL/d(out) for this rank's partial.
+        # Every rank computed the loss from the same summed output,
+        # so `grad` is already dL/d(partial_r) = dL/d(out): keep it.
         return grad
 
 
@@ -573,8 +573,12 @@ def dtensor_compare(
     tp = MultiHeadAttention(embed_dim, num_heads).to(torch.float64)
     tp.load_state_dict(mha.state_dict())  # the same weights, then sharded in place
     mesh = init_device_mesh("cpu", (world_size,))
-    plan = {"q_proj": ColwiseParallel(), "k_proj": ColwiseParallel(), "v_proj": ColwiseParallel(),
-            "out_proj": RowwiseParallel()}
+    plan = {
+        "q_proj": ColwiseParallel(),  # rows of W_q: whole heads per rank
+        "k_proj": ColwiseParallel(),
+        "v_proj": ColwiseParallel(),
+        "out_proj": RowwiseParallel(),  # columns of W_o, then all-reduce
+    }
     parallelize_module(tp, mesh, plan)
     if fix_num_heads:
         tp.num_heads = num_heads // world_size
@@ -591,3 +595,38 @@ def dtensor_compare(
         full = full[:, rows] if name == "out_proj" else full[rows]
         diffs[f"{name}.weight.grad"] = (grad - full).abs().max().item()
     return {name: _max_over_ranks(v) for name, v in diffs.items()}
+
+
+def time_forward(
+    rank: int,
+    world_size: int,
+    embed_dim: int = 256,
+    num_heads: int = 8,
+    batch: int = 4,
+    length: int = 256,
+    repeats: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of one sharded forward pass, and of its all-reduce alone.
+
+    The ranks meet at a barrier before each repeat; the slowest rank's time counts.
+    """
+    mha, _, _, _ = _setup(seed, embed_dim, num_heads, 1, 1, torch.float32)
+    shard = shard_heads(mha, rank, world_size)
+    x = torch.randn(batch, length, embed_dim, generator=torch.Generator().manual_seed(seed))
+    buffer = torch.empty(batch, length, embed_dim)
+
+    def best(fn: Callable[[], object]) -> float:
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            dist.barrier()
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(_max_over_ranks(t) for t in times)
+
+    with torch.inference_mode():
+        forward = best(lambda: shard(x, x, x))
+        reduce = best(lambda: dist.all_reduce(buffer))
+    return {"forward": forward, "all_reduce": reduce, "threads": float(torch.get_num_threads())}
