@@ -1091,7 +1091,8 @@ def _right_cases():
 
 def test_every_required_exercise_exists():
     assert REQUIRED_IDS <= set(EXERCISES)
-    assert set(WRONG) == set(EXERCISES) == set(RIGHT)
+    # chapters 6 and later test their exercises in their own tests/test_exercises_chNN.py
+    assert set(WRONG) == {exercise.id for exercise in mhalib.exercises.catalogue.ALL} == set(RIGHT)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(REQUIRED_IDS))
