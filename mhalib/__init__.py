@@ -12,7 +12,8 @@ a query **may attend**; a float mask is added to the scores. A query that may at
 nothing gets zero weights and a zero output.
 
 Submodules loaded on demand: ``mhalib.plot`` (matplotlib figures), ``mhalib.exercises``
-(the exercise checker) and ``mhalib.pretrained`` (real models rebuilt from mhalib parts).
+(the exercise checker), ``mhalib.pretrained`` (real models rebuilt from mhalib parts) and
+``mhalib.parallel`` (heads split across processes with torch.distributed).
 ``import mhalib`` itself imports only torch.
 """
 
@@ -73,8 +74,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # `mhalib.plot`, `mhalib.exercises`, `mhalib.pretrained`: loaded on first use, not by `import mhalib`.
-    if name in ("plot", "exercises", "pretrained"):
+    # `mhalib.plot`, `mhalib.exercises`, `mhalib.pretrained`, `mhalib.parallel`: loaded on first use,
+    # not by `import mhalib`.
+    if name in ("plot", "exercises", "pretrained", "parallel"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

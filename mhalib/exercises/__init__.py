@@ -54,6 +54,9 @@ Exercise ids and signatures, by chapter::
     ch09_long_sequences
     online_softmax_merge          (m, l, acc, scores, v) -> (m_new, l_new, acc_new)
     causal_blocks                 (L, S, block_q, block_k) -> (visit, needs_mask), bool tiles
+    ch10_parallel
+    shard_weights                 (W_q, W_k, W_v, W_o, b_o, num_heads, rank, world_size) -> rank's 5 tensors
+    combine_partials              (partials) -> (B, L, D), the sum of the ranks' outputs
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from . import ch06_positions
 from . import ch07_pretrained_encoder
 from . import ch08_decoding
 from . import ch09_long_sequences
+from . import ch10_parallel
 from ._checker import Case, CheckResult, Exercise, Mistake
 
 #: The chapters' exercise modules, in course order; each defines ``ALL: list[Exercise]``.
@@ -79,6 +83,7 @@ _CHAPTERS = (
     ch07_pretrained_encoder,
     ch08_decoding,
     ch09_long_sequences,
+    ch10_parallel,
 )
 
 #: Seconds a learner's function may run on one case before check() reports it as stuck;
