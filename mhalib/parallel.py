@@ -237,7 +237,7 @@ class ShardedHeads(nn.Module):
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
         # The whole layer's checks: they read embed_dim, kdim, vdim, which a shard keeps.
-        MultiHeadAttention._check_inputs(self, query, key, value)  # type: ignore[arg-type]
+        MultiHeadAttention._check_inputs(self, query, key, value, None)  # type: ignore[arg-type]
 
     def _local_mask(
         self,
@@ -256,8 +256,8 @@ class ShardedHeads(nn.Module):
         the whole layer's H; a per-head mask is then cut to this rank's heads.
         """
         mask = MultiHeadAttention._combined_mask(  # type: ignore[arg-type]
-            self, attn_mask, None, is_causal, B, L, S, dtype, device
-        )  # None, or broadcastable to (B, H, L, S)
+            self, attn_mask, None, is_causal, False, B, L, S, dtype, device
+        )  # None, or broadcastable to (B, H, L, S); no cache, so top-left causal
         if mask is not None and mask.dim() == 4 and mask.shape[1] == self.num_heads > 1:
             first = self.head_offset
             mask = mask[:, first : first + self.local_heads]  # (B, H, L, S) -> (B, H/P, L, S)
@@ -581,7 +581,9 @@ def dtensor_compare(
     }
     parallelize_module(tp, mesh, plan)
     if fix_num_heads:
+        # both head counts: of the queries, and of the keys and values
         tp.num_heads = num_heads // world_size
+        tp.num_kv_heads = tp.num_kv_heads // world_size
     query = x.clone().requires_grad_()
     out, _ = tp(query, query, query, need_weights=False)
     out = out.full_tensor() if isinstance(out, DTensor) else out
