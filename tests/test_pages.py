@@ -29,3 +29,7 @@ def test_intro_quotes_the_checkers_real_feedback() -> None:
     likely = " ".join(quoted[quoted.index(next(l for l in quoted if l.startswith("Likely mistake"))):])
     assert quoted[0] in message
     assert likely in message
+    # A line cut short with "..." must still start as the real line does (the case count).
+    for line in block.splitlines():
+        if line.rstrip().endswith("..."):
+            assert " ".join(line.rstrip()[:-3].split()) in message, line
