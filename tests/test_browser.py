@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
@@ -104,12 +105,28 @@ def test_book_has_pages() -> None:
     assert {"intro.html", "notation.html", "references.html"} <= names
 
 
+def wait_until_requests_settle(page, pending: set, quiet: float = 0.5, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while True:
+        now = time.monotonic()
+        quiet_since = None if pending else (quiet_since or now)
+        if quiet_since is not None and now - quiet_since >= quiet:
+            return
+        if now > deadline:
+            raise AssertionError(f"requests still pending after {timeout:.0f} s: {[r.url for r in pending]}")
+        page.wait_for_timeout(100)
+
+
 @pytest.mark.parametrize("page_path", PAGES, ids=[p.relative_to(SITE).as_posix() for p in PAGES])
 def test_page(page_path: Path, server: str, browser_context) -> None:
     url = urljoin(server, page_path.relative_to(SITE).as_posix())
     page = browser_context.new_page()
     requests, failures, js_errors = [], [], []
-    page.on("request", lambda r: requests.append(r.url))
+    pending: set = set()
+    page.on("request", lambda r: (requests.append(r.url), pending.add(r)))
+    page.on("requestfinished", lambda r: pending.discard(r))
+    page.on("requestfailed", lambda r: pending.discard(r))
     page.on("requestfailed", lambda r: failures.append(f"{r.url} ({r.failure})"))
     page.on("response", lambda r: failures.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None)
     page.on("pageerror", lambda e: js_errors.append(str(e)))
@@ -119,7 +136,10 @@ def test_page(page_path: Path, server: str, browser_context) -> None:
         # Wait for MathJax to finish typesetting where the page loads it.
         page.wait_for_function("() => !window.MathJax || (MathJax.startup && MathJax.startup.promise)")
         page.evaluate("() => window.MathJax ? MathJax.startup.promise : null")
-        page.wait_for_load_state("networkidle")
+        # Every request answered and none new for 0.5 s. (Playwright's "networkidle" never
+        # fires for the second page of a context that has cached the first page's files,
+        # although every request has finished: measured, it timed out after 30 s.)
+        wait_until_requests_settle(page, pending)
 
         outside = [u for u in requests if urlparse(u).scheme not in ("data", "blob", "about") and urlparse(u).hostname != "127.0.0.1"]
         assert outside == [], f"requests that leave the site: {outside}"
