@@ -111,7 +111,7 @@ def split_blocks(text: str) -> list[tuple[str, bool]]:
 def _without_markup(block: str) -> str:
     """The block's prose: math, code, labels, roles' targets and directive syntax removed."""
     lines = []
-    for line in block.splitlines():
+    for line in _drop_fenced_code(block, keep_directive_lines=True).splitlines():
         opened = FENCE_OPEN.match(line)
         if opened:
             directive = DIRECTIVE.match(opened["info"].strip())
@@ -224,8 +224,8 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def _drop_fenced_code(block: str) -> str:
-    """The block without the content of fenced code (directive bodies are kept)."""
+def _drop_fenced_code(block: str, keep_directive_lines: bool = False) -> str:
+    """The block without fenced code (directive bodies are kept, their fences if asked)."""
     kept: list[str] = []
     code_mark: str | None = None
     open_directives: list[str] = []
@@ -237,11 +237,15 @@ def _drop_fenced_code(block: str) -> str:
             continue
         if open_directives and _closes(stripped, open_directives[-1]):
             open_directives.pop()
+            if keep_directive_lines:
+                kept.append(line)
             continue
         opened = FENCE_OPEN.match(line)
         if opened:
             if DIRECTIVE.match(opened["info"].strip()):
                 open_directives.append(opened["mark"])
+                if keep_directive_lines:
+                    kept.append(line)
             else:
                 code_mark = opened["mark"]
             continue
@@ -432,7 +436,7 @@ def update_catalogue(page: str) -> dict[str, int]:
         seen[message.msgid] = entry
         new.append(entry)
     for msgid, entry in previous.items():
-        if msgid not in used and msgid not in seen:
+        if msgid not in used and msgid not in seen and entry.msgstr != msgid:
             new.append(polib.POEntry(msgid=msgid, msgstr=entry.msgstr, obsolete=True))
     path = catalogue_path(page)
     path.parent.mkdir(parents=True, exist_ok=True)
