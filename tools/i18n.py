@@ -50,7 +50,7 @@ FENCE_OPEN = re.compile(r"^(?P<indent>\s*)(?P<mark>`{3,}|~{3,}|:{3,})(?P<info>.*
 DIRECTIVE = re.compile(r"^\{(?P<name>[\w:-]+)\}\s*(?P<arg>.*)$")
 OPTION = re.compile(r"^\s*:(?P<key>[\w-]+):\s*(?P<value>.*)$")
 LABEL = re.compile(r"^\s*\((?P<label>[^()\s]+)\)=\s*$", re.M)
-ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<content>[^`]*)`")
+ROLE = re.compile(r"(?<!`)\{(?P<role>[\w:-]+)\}`(?P<content>[^`]*)`")
 CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(?P<code>.+?)(?<!`)\1(?!`)", re.S)
 INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)(?P<math>(?:\\.|[^$\\])+?)\$(?!\$)")
 DISPLAY_MATH = re.compile(r"\$\$(?P<math>.*?)\$\$", re.S)
