@@ -70,7 +70,9 @@ class MultiHeadAttention(nn.Module):
     Packed projections: when ``query is key is value`` (self-attention) the three input
     projections run as one matrix product with W_q, W_k, W_v stacked, as
     ``torch.nn.MultiheadAttention``'s ``in_proj_weight`` does; when only ``key is value``
-    (cross-attention) W_k and W_v run as one. The parameters stay the three ``nn.Linear``
+    (cross-attention) W_k and W_v run as one; both only from ``PACK_MIN_TOKENS`` = 2048
+    tokens (B * S) on, below which stacking the weights costs more than it saves (the
+    decoding step with a cache, one token, keeps three products). The parameters stay the three ``nn.Linear``
     modules (``state_dict``, ``from_torch``, their gradients are unchanged): the stack is
     concatenated on every call, so it is never stale. Equal but distinct tensors
     (``x`` and ``x.clone()``) take the three separate products; both give the same
@@ -201,7 +203,8 @@ class MultiHeadAttention(nn.Module):
 
         Self-attention (``query is key is value``): one product with W_q, W_k, W_v stacked,
         (D + 2*Hkv*Dh, D). Cross-attention with ``key is value``: ``q_proj(query)``, then one
-        product with W_k, W_v stacked. Otherwise three. The stack is made afresh on every
+        product with W_k, W_v stacked. Otherwise, and for fewer than ``PACK_MIN_TOKENS``
+        tokens (B * S), three. The stack is made afresh on every
         call from the three ``nn.Linear`` modules (:func:`mhalib.functional.packed_linear`),
         so it is never stale after an optimiser step and the gradients land on their
         weights; the outputs are those of the three products up to rounding.
@@ -211,7 +214,8 @@ class MultiHeadAttention(nn.Module):
             -> q (B, L, D), k (B, S, Hkv*Dh), v (B, S, Hkv*Dh)
         """
         q_proj, k_proj, v_proj = self.q_proj, self.k_proj, self.v_proj
-        if key is value and _packable(k_proj, v_proj):
+        many_tokens = key.shape[0] * key.shape[1] >= PACK_MIN_TOKENS  # B * S rows to multiply
+        if key is value and many_tokens and _packable(k_proj, v_proj):
             if query is key and _packable(q_proj, k_proj):
                 projections = (q_proj, k_proj, v_proj)
                 q, k, v = packed_linear(query, [p.weight for p in projections], [p.bias for p in projections])
@@ -317,6 +321,13 @@ def _packable(first: nn.Module, second: nn.Module) -> bool:
         return False
     return (first.bias is None) == (second.bias is None)
 
+
+# Stacking the weights copies them (D + 2*Hkv*Dh rows of D numbers) on every call, whatever
+# the number of tokens; one product instead of three saves a few per cent of the product,
+# which grows with the tokens. Measured on the course's 2-core CPU (D=256, float32,
+# benchmarks/README.md): slower below about 1000 tokens (1.5x at 1 token, the KV-cache
+# decoding step), even at 2048, faster at 4096. So only B * S >= 2048 tokens are packed.
+PACK_MIN_TOKENS = 2048
 
 _PLAIN = (Tensor, nn.Parameter)
 # Hooks registered for every module (nn.modules.module.register_module_forward_hook & co.).

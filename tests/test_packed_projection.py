@@ -25,7 +25,10 @@ D, H = 16, 4
 
 @pytest.fixture
 def packed_calls(monkeypatch):
-    """Record the number of weights of every packed_linear call the module makes."""
+    """Record the number of weights of every packed_linear call the module makes, and pack
+    from one token on (the module packs only from PACK_MIN_TOKENS = 2048 tokens on, see
+    test_few_tokens_keep_three_products), so that small float64 inputs take the packed path."""
+    monkeypatch.setattr(modules_module, "PACK_MIN_TOKENS", 1)
     calls: list[int] = []
 
     def counting(x, weights, biases):
@@ -136,13 +139,36 @@ def test_no_stale_weights_after_optimiser_steps(packed_calls, optimizer):
     assert packed_calls.count(3) == 4 + 4  # one per training step, one per check
 
 
-def test_in_place_weight_edit_is_seen_at_once():
+def test_in_place_weight_edit_is_seen_at_once(packed_calls):
+    """Edits that bypass autograd's version counter (``.data``) too: nothing is cached."""
     mha = make()
     x = inputs()
     with torch.no_grad():
         mha.v_proj.weight.mul_(2.0)
         mha.k_proj.bias.add_(1.0)
         torch.testing.assert_close(mha(x, x, x)[0], mha(x, x.clone(), x.clone())[0], **TIGHT)
+    mha.q_proj.weight.data.mul_(3.0)  # does not bump q_proj.weight._version
+    mha.out_proj.weight.data = mha.out_proj.weight.data.flip(0)
+    with torch.no_grad():
+        torch.testing.assert_close(mha(x, x, x)[0], mha(x, x.clone(), x.clone())[0], **TIGHT)
+    assert packed_calls == [3, 3]
+
+
+def test_few_tokens_keep_three_products(monkeypatch):
+    """Stacking copies the weights on every call, so it pays only for many tokens: below
+    PACK_MIN_TOKENS (B * S) the module runs three products, from it on one."""
+    calls: list[int] = []
+    monkeypatch.setattr(
+        modules_module, "packed_linear", lambda x, w, b: calls.append(len(w)) or packed_linear(x, w, b)
+    )
+    assert modules_module.PACK_MIN_TOKENS == 2048
+    mha = make()
+    with torch.no_grad():
+        for B, L in ((1, 1), (2, 1023), (2, 1024), (1, 2048)):
+            x = inputs(B=B, L=L)
+            out = mha(x, x, x, is_causal=True, need_weights=False)[0]
+            torch.testing.assert_close(out, mha(x, x.clone(), x.clone(), is_causal=True, need_weights=False)[0], **TIGHT)
+    assert calls == [3, 3]  # only (2, 1024) and (1, 2048): 2048 tokens each
 
 
 @pytest.mark.parametrize("num_kv_heads", [None, 2])
