@@ -264,11 +264,16 @@ def main() -> None:
                     for n, v in row["impls"].items()
                 )
                 print(f"T={T} {mode} {mask}: mhalib {row['impls']['mhalib']['median_ms']:.0f} ms; {ratios}", flush=True)
-    head["load_average_end"] = os.getloadavg()
+                write(args.out, head, results)  # after every setting, so a stopped run keeps what it measured
+    print(write(args.out, head, results, done=True))
+
+
+def write(out: str, head: dict[str, object], results: list[dict[str, object]], done: bool = False) -> str:
+    head = {**head, "load_average_now": os.getloadavg(), "complete": done}
     table = markdown(results)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({**head, "results": results, "markdown": table}, indent=1) + "\n")
-    print(table)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({**head, "results": results, "markdown": table}, indent=1) + "\n")
+    return table
 
 
 def _commit() -> str:
