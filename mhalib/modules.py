@@ -324,9 +324,11 @@ def _packable(first: nn.Module, second: nn.Module) -> bool:
 
 # Stacking the weights copies them (D + 2*Hkv*Dh rows of D numbers) on every call, whatever
 # the number of tokens; one product instead of three saves a few per cent of the product,
-# which grows with the tokens. Measured on the course's 2-core CPU (D=256, float32,
-# benchmarks/README.md): slower below about 1000 tokens (1.5x at 1 token, the KV-cache
-# decoding step), even at 2048, faster at 4096. So only B * S >= 2048 tokens are packed.
+# which grows with the tokens. Measured on the course's shared 2-core CPU (D=256, float32,
+# benchmarks/profile_fused.py --crossover): packing was 1.9-3.6x slower at 1 token (the
+# KV-cache decoding step), 1.2-1.4x at 16-64 tokens, and within the noise (0.8-1.1x) from
+# 1024 on; a quieter trial at 4096 tokens gave 99 ms packed against 114 ms. So only
+# B * S >= 2048 tokens are packed.
 PACK_MIN_TOKENS = 2048
 
 _PLAIN = (Tensor, nn.Parameter)
