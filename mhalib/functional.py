@@ -1,4 +1,6 @@
-"""Pure attention functions: masks, scaled dot-product attention and the head layouts.
+"""Pure attention functions: masks, scaled dot-product attention, the head layouts, and
+the pieces of a multi-head layer's forward pass that ``MultiHeadAttention`` and
+``mhalib.parallel.ShardedHeads`` share (input checks, the combined mask, packed projections).
 
 Shapes (the legend of the whole course):
     B batch, H heads, L query length, S key/value length,
@@ -27,6 +29,9 @@ __all__ = [
     "merge_heads",
     "transpose_qkv",
     "transpose_output",
+    "check_attention_inputs",
+    "combined_mask",
+    "packed_linear",
 ]
 
 
@@ -341,3 +346,115 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     if n_rep == 1:
         return x
     return x.repeat_interleave(n_rep, dim=-3)  # (..., Hkv, S, Dh) -> (..., Hkv*n_rep, S, Dh)
+
+
+# --- shared by the multi-head layers (MultiHeadAttention, parallel.ShardedHeads) -----------
+
+
+def check_attention_inputs(query: object, key: object, value: object, embed_dim: int, kdim: int, vdim: int) -> None:
+    """Check a multi-head layer's query, key and value; raise naming the argument.
+
+    Shapes:
+        query (B, L, embed_dim), key (B, S, kdim), value (B, S, vdim)
+    """
+    for name, x, width, width_name in (
+        ("query", query, embed_dim, "embed_dim"),
+        ("key", key, kdim, "kdim"),
+        ("value", value, vdim, "vdim"),
+    ):
+        _check_tensor(name, x, ndim=3)
+        _check_floating(name, x)
+        if x.shape[-1] != width:
+            raise ValueError(f"{name} must have {width_name}={width} features (B, *, {width}), got shape {tuple(x.shape)}")
+    if not query.shape[0] == key.shape[0] == value.shape[0]:
+        raise ValueError(
+            f"query, key and value must share the batch size B, got {query.shape[0]}, {key.shape[0]}, {value.shape[0]}"
+        )
+    if key.shape[1] != value.shape[1]:
+        raise ValueError(f"key and value must have the same length S, got {key.shape[1]} and {value.shape[1]}")
+
+
+def combined_mask(
+    attn_mask: Tensor | None,
+    valid_lens: Tensor | None,
+    is_causal: bool,
+    *,
+    num_heads: int,
+    batch: int,
+    L: int,
+    S: int,
+    dtype: torch.dtype,
+    device: torch.device | str | None = None,
+    lower_right: bool = False,
+) -> Tensor | None:
+    """A multi-head layer's ``attn_mask``, ``valid_lens`` and ``is_causal`` as one mask, or None.
+
+    ``attn_mask`` may be (L, S), (B, L, S) (one mask for every head), (B*H, L, S) as in
+    ``torch.nn.MultiheadAttention``, or anything broadcasting to (B, H, L, S); bool
+    (True = may attend) or float (added). The result is bool, or float when ``attn_mask``
+    is float (padding and causal positions become -inf).
+
+    Returns None when only ``is_causal`` is set, so a fused kernel can use PyTorch's own
+    causal kernel instead of an explicit mask; except with ``lower_right`` (a cache: the L
+    queries are the last of S positions) and L != S, where the kernel's top-left
+    alignment would be wrong and the causal mask is made explicit.
+
+    Shapes:
+        -> None, or a mask broadcastable to (B, H, L, S): (L, S), (B, 1, 1|L, S), (B, H, L, S)
+    """
+    B, H = batch, num_heads
+    mask = None
+    if attn_mask is not None:
+        _check_tensor("attn_mask", attn_mask)
+        shape = tuple(attn_mask.shape)
+        if H > 1 and shape == (B * H, L, S):
+            attn_mask = attn_mask.reshape(B, H, L, S)  # PyTorch's (B*H, L, S) -> (B, H, L, S)
+        elif attn_mask.dim() == 3:
+            attn_mask = attn_mask.unsqueeze(1)  # (B, L, S) -> (B, 1, L, S), one mask for every head
+        try:
+            mask = _mask_to_allowed_or_bias("attn_mask", attn_mask, torch.Size((B, H, L, S)), dtype)
+        except ValueError:  # name the shapes we accept, and the shape that arrived (not our reshape of it)
+            raise ValueError(
+                f"attn_mask must have shape (L, S) = {(L, S)}, (B, L, S) = {(B, L, S)}, "
+                f"(B*H, L, S) = {(B * H, L, S)} or broadcast to (B, H, L, S) = {(B, H, L, S)}, got {shape}"
+            ) from None
+    if valid_lens is not None:
+        _check_valid_lens(valid_lens, B, L)
+        mask = _and_masks(mask, padding_mask(valid_lens, S))  # (B, 1, 1|L, S)
+    if is_causal and (mask is not None or (lower_right and L != S)):
+        mask = _and_masks(mask, causal_mask(L, S, device=device, lower_right=lower_right))  # (L, S)
+    return mask
+
+
+def _and_masks(mask: Tensor | None, allowed: Tensor) -> Tensor:
+    """Combine a bool or float mask with a bool one (True = may attend)."""
+    if mask is None:
+        return allowed
+    if mask.dtype == torch.bool:
+        return mask & allowed
+    return mask.masked_fill(~allowed, float("-inf"))
+
+
+def packed_linear(x: Tensor, weights: list[Tensor], biases: list[Tensor | None]) -> tuple[Tensor, ...]:
+    """``F.linear(x, weights[i], biases[i])`` for every i, as ONE matrix product.
+
+    The weights are stacked into one (sum of Dout_i, Din) matrix (and the biases into one
+    vector), ``x`` is multiplied by it once, and the result is cut back into one tensor per
+    weight. The pieces are views of that one result: each is contiguous along its last
+    axis, with rows ``sum of Dout_i`` apart. That is what ``torch.nn.MultiheadAttention``'s
+    ``in_proj_weight`` does for self-attention, here with the weights kept apart and
+    stacked on each call (the stacking is a copy of the weights only, small next to the
+    product, and autograd sends each piece's gradient back to its own weight).
+
+    Shapes:
+        x (..., Din), weights[i] (Dout_i, Din), biases[i] (Dout_i,) or all None
+        -> tuple of (..., Dout_i)
+    """
+    if len(weights) != len(biases) or not weights:
+        raise ValueError(f"packed_linear needs one bias (or None) per weight, got {len(weights)} weights and {len(biases)} biases")
+    if any(b is None for b in biases) and not all(b is None for b in biases):
+        raise ValueError("packed_linear needs either a bias for every weight or none at all")
+    weight = weights[0] if len(weights) == 1 else torch.cat(weights)  # (sum Dout_i, Din)
+    bias = None if biases[0] is None else torch.cat(biases)  # (sum Dout_i,)
+    out = F.linear(x, weight, bias)  # (..., Din) -> (..., sum Dout_i)
+    return out.split([w.shape[0] for w in weights], dim=-1)  # views (..., Dout_i)

@@ -14,14 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .functional import (
-    _check_floating,
     _check_num_heads,
-    _check_tensor,
-    _check_valid_lens,
-    _mask_to_allowed_or_bias,
-    causal_mask,
+    check_attention_inputs,
+    combined_mask,
     merge_heads,
-    padding_mask,
+    packed_linear,
     scaled_dot_product_attention,
     split_heads,
 )
@@ -69,6 +66,17 @@ class MultiHeadAttention(nn.Module):
     (tests/test_fused_path.py checks which kernel runs). With ``need_weights=True`` the
     module runs the explicit :func:`mhalib.scaled_dot_product_attention`, whose weights
     you can look at (about 4 GiB of them at B=4, H=8, L=S=4096 in float32).
+
+    Packed projections: when ``query is key is value`` (self-attention) the three input
+    projections run as one matrix product with W_q, W_k, W_v stacked, as
+    ``torch.nn.MultiheadAttention``'s ``in_proj_weight`` does; when only ``key is value``
+    (cross-attention) W_k and W_v run as one; both only from ``PACK_MIN_TOKENS`` = 2048
+    tokens (B * S) on, below which stacking the weights costs more than it saves (the
+    decoding step with a cache, one token, keeps three products). The parameters stay the three ``nn.Linear``
+    modules (``state_dict``, ``from_torch``, their gradients are unchanged): the stack is
+    concatenated on every call, so it is never stale. Equal but distinct tensors
+    (``x`` and ``x.clone()``) take the three separate products; both give the same
+    outputs and gradients up to rounding (tests/test_packed_projection.py).
 
     Dropout (``dropout=p``) acts on the weights, after the softmax, and only in training
     mode: each weight is zeroed with probability p and the others are divided by
@@ -150,14 +158,17 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = True,
         cache: KVCache | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        self._check_inputs(query, key, value, cache)
+        check_attention_inputs(query, key, value, self.embed_dim, self.kdim, self.vdim)
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be an mhalib.KVCache or None, got {type(cache).__name__}")
         B, L, _ = query.shape
         H, Hkv = self.num_heads, self.num_kv_heads
         past = 0 if cache is None else len(cache)  # tokens already cached
 
-        q = split_heads(self.q_proj(query), H)  # (B, L, D) -> (B, H, L, Dh)
-        k = split_heads(self.k_proj(key), Hkv)  # (B, S, kdim) -> (B, S, Hkv*Dh) -> (B, Hkv, S, Dh)
-        v = split_heads(self.v_proj(value), Hkv)  # (B, S, vdim) -> (B, S, Hkv*Dh) -> (B, Hkv, S, Dh)
+        q, k, v = self._project(query, key, value)  # (B, L, D), (B, S, Hkv*Dh), (B, S, Hkv*Dh)
+        q = split_heads(q, H)  # (B, L, D) -> (B, H, L, Dh)
+        k = split_heads(k, Hkv)  # (B, S, Hkv*Dh) -> (B, Hkv, S, Dh)
+        v = split_heads(v, Hkv)  # (B, S, Hkv*Dh) -> (B, Hkv, S, Dh)
         if self.rope is not None:  # positions continue after the cached tokens
             q = self.rope(q, torch.arange(past, past + L, device=q.device))
             k = self.rope(k, torch.arange(past, past + k.shape[2], device=k.device))
@@ -169,7 +180,10 @@ class MultiHeadAttention(nn.Module):
         S = k.shape[2]
 
         lower_right = cache is not None
-        mask = self._combined_mask(attn_mask, valid_lens, is_causal, lower_right, B, L, S, q.dtype, q.device)
+        mask = combined_mask(
+            attn_mask, valid_lens, is_causal, num_heads=H, batch=B, L=L, S=S, dtype=q.dtype, device=q.device,
+            lower_right=lower_right,
+        )  # None (no mask, or causal only), or broadcastable to (B, H, L, S)
         dropout_p = self.dropout if self.training else 0.0
         gqa = Hkv != H  # query head h uses KV head h // (H // Hkv)
         if need_weights:
@@ -184,66 +198,31 @@ class MultiHeadAttention(nn.Module):
 
     # --- helpers of forward ----------------------------------------------------------
 
-    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache | None) -> None:
-        for name, x, width, width_name in (
-            ("query", query, self.embed_dim, "embed_dim"),
-            ("key", key, self.kdim, "kdim"),
-            ("value", value, self.vdim, "vdim"),
-        ):
-            _check_tensor(name, x, ndim=3)
-            _check_floating(name, x)
-            if x.shape[-1] != width:
-                raise ValueError(f"{name} must have {width_name}={width} features (B, *, {width}), got shape {tuple(x.shape)}")
-        if not query.shape[0] == key.shape[0] == value.shape[0]:
-            raise ValueError(
-                f"query, key and value must share the batch size B, got {query.shape[0]}, {key.shape[0]}, {value.shape[0]}"
-            )
-        if key.shape[1] != value.shape[1]:
-            raise ValueError(f"key and value must have the same length S, got {key.shape[1]} and {value.shape[1]}")
-        if cache is not None and not isinstance(cache, KVCache):
-            raise TypeError(f"cache must be an mhalib.KVCache or None, got {type(cache).__name__}")
+    def _project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``q_proj(query), k_proj(key), v_proj(value)`` in as few matrix products as the inputs allow.
 
-    def _combined_mask(
-        self,
-        attn_mask: Tensor | None,
-        valid_lens: Tensor | None,
-        is_causal: bool,
-        lower_right: bool,
-        B: int,
-        L: int,
-        S: int,
-        dtype: torch.dtype,
-        device: torch.device,
-    ) -> Tensor | None:
-        """One mask broadcastable to (B, H, L, S): bool, or float when attn_mask is float.
+        Self-attention (``query is key is value``): one product with W_q, W_k, W_v stacked,
+        (D + 2*Hkv*Dh, D). Cross-attention with ``key is value``: ``q_proj(query)``, then one
+        product with W_k, W_v stacked. Otherwise, and for fewer than ``PACK_MIN_TOKENS``
+        tokens (B * S), three. The stack is made afresh on every
+        call from the three ``nn.Linear`` modules (:func:`mhalib.functional.packed_linear`),
+        so it is never stale after an optimiser step and the gradients land on their
+        weights; the outputs are those of the three products up to rounding.
 
-        Returns None when only ``is_causal`` is set, so the fused path can use PyTorch's
-        own causal kernel instead of an explicit mask; except with ``lower_right`` (a
-        cache: the L queries are the last of S positions) and L != S, where the kernel's
-        top-left alignment would be wrong and the causal mask is made explicit.
+        Shapes:
+            query (B, L, D), key (B, S, kdim), value (B, S, vdim)
+            -> q (B, L, D), k (B, S, Hkv*Dh), v (B, S, Hkv*Dh)
         """
-        H = self.num_heads
-        mask = None
-        if attn_mask is not None:
-            _check_tensor("attn_mask", attn_mask)
-            shape = tuple(attn_mask.shape)
-            if H > 1 and shape == (B * H, L, S):
-                attn_mask = attn_mask.reshape(B, H, L, S)  # PyTorch's (B*H, L, S) -> (B, H, L, S)
-            elif attn_mask.dim() == 3:
-                attn_mask = attn_mask.unsqueeze(1)  # (B, L, S) -> (B, 1, L, S), one mask for every head
-            try:
-                mask = _mask_to_allowed_or_bias("attn_mask", attn_mask, torch.Size((B, H, L, S)), dtype)
-            except ValueError:  # name the shapes we accept, and the shape that arrived (not our reshape of it)
-                raise ValueError(
-                    f"attn_mask must have shape (L, S) = {(L, S)}, (B, L, S) = {(B, L, S)}, "
-                    f"(B*H, L, S) = {(B * H, L, S)} or broadcast to (B, H, L, S) = {(B, H, L, S)}, got {shape}"
-                ) from None
-        if valid_lens is not None:
-            _check_valid_lens(valid_lens, B, L)
-            mask = _and(mask, padding_mask(valid_lens, S))  # (B, 1, 1|L, S)
-        if is_causal and (mask is not None or (lower_right and L != S)):
-            mask = _and(mask, causal_mask(L, S, device=device, lower_right=lower_right))  # (L, S)
-        return mask
+        q_proj, k_proj, v_proj = self.q_proj, self.k_proj, self.v_proj
+        many_tokens = key.shape[0] * key.shape[1] >= PACK_MIN_TOKENS  # B * S rows to multiply
+        if key is value and many_tokens and _packable(k_proj, v_proj):
+            if query is key and _packable(q_proj, k_proj):
+                projections = (q_proj, k_proj, v_proj)
+                q, k, v = packed_linear(query, [p.weight for p in projections], [p.bias for p in projections])
+                return q, k, v  # views of one (B, L, D + 2*Hkv*Dh) product
+            k, v = packed_linear(key, [k_proj.weight, v_proj.weight], [k_proj.bias, v_proj.bias])
+            return q_proj(query), k, v
+        return q_proj(query), k_proj(key), v_proj(value)
 
     def _fused_attention(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, gqa: bool
@@ -322,10 +301,41 @@ class MultiHeadAttention(nn.Module):
         return theirs.train(self.training)
 
 
-def _and(mask: Tensor | None, allowed: Tensor) -> Tensor:
-    """Combine a bool or float mask with a bool one (True = may attend)."""
-    if mask is None:
-        return allowed
-    if mask.dtype == torch.bool:
-        return mask & allowed
-    return mask.masked_fill(~allowed, float("-inf"))
+def _packable(first: nn.Module, second: nn.Module) -> bool:
+    """Whether the two projections may be run as one product instead of being called.
+
+    Only plain ``nn.Linear`` layers (their own ``forward``; weights that are ordinary
+    tensors of one dtype and device; biases on both or neither) with no hooks: a hook, a
+    subclass with its own forward or a tensor subclass (``DTensor`` after
+    ``parallelize_module``, chapter 10) expects the module to be called, so it is called.
+    """
+    layers = (first, second)
+    if not all(isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward for m in layers):
+        return False
+    if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in layers):
+        return False
+    if any(getattr(nn.modules.module, name, None) for name in _GLOBAL_HOOKS):
+        return False
+    w1, w2 = first.weight, second.weight
+    if not (type(w1) in _PLAIN and type(w2) in _PLAIN and w1.dtype == w2.dtype and w1.device == w2.device):
+        return False
+    return (first.bias is None) == (second.bias is None)
+
+
+# Stacking the weights copies them (D + 2*Hkv*Dh rows of D numbers) on every call, whatever
+# the number of tokens; one product instead of three saves a few per cent of the product,
+# which grows with the tokens. Measured on the course's shared 2-core CPU (D=256, float32,
+# benchmarks/profile_fused.py --crossover): packing was 1.9-3.6x slower at 1 token (the
+# KV-cache decoding step), 1.2-1.4x at 16-64 tokens, and within the noise (0.8-1.1x) from
+# 1024 on; a quieter trial at 4096 tokens gave 99 ms packed against 114 ms. So only
+# B * S >= 2048 tokens are packed.
+PACK_MIN_TOKENS = 2048
+
+_PLAIN = (Tensor, nn.Parameter)
+# Hooks registered for every module (nn.modules.module.register_module_forward_hook & co.).
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)

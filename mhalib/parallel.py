@@ -51,7 +51,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import merge_heads, scaled_dot_product_attention, split_heads
+from .functional import check_attention_inputs, combined_mask, merge_heads, scaled_dot_product_attention, split_heads
 from .modules import MultiHeadAttention
 
 __all__ = [
@@ -194,7 +194,8 @@ class ShardedHeads(nn.Module):
 
         No communication: the sum of the P partials is the layer's output.
         """
-        self._check_inputs(query, key, value)
+        # The whole layer's checks: they read embed_dim, kdim, vdim, which a shard keeps.
+        check_attention_inputs(query, key, value, self.embed_dim, self.kdim, self.vdim)
         B, L, _ = query.shape
         S = key.shape[1]
         Hp = self.local_heads
@@ -235,10 +236,6 @@ class ShardedHeads(nn.Module):
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
-        # The whole layer's checks: they read embed_dim, kdim, vdim, which a shard keeps.
-        MultiHeadAttention._check_inputs(self, query, key, value, None)  # type: ignore[arg-type]
-
     def _local_mask(
         self,
         attn_mask: Tensor | None,
@@ -255,8 +252,8 @@ class ShardedHeads(nn.Module):
         (B*H, L, S), anything broadcasting to (B, H, L, S)), built by the same code with
         the whole layer's H; a per-head mask is then cut to this rank's heads.
         """
-        mask = MultiHeadAttention._combined_mask(  # type: ignore[arg-type]
-            self, attn_mask, None, is_causal, False, B, L, S, dtype, device
+        mask = combined_mask(
+            attn_mask, None, is_causal, num_heads=self.num_heads, batch=B, L=L, S=S, dtype=dtype, device=device
         )  # None, or broadcastable to (B, H, L, S); no cache, so top-left causal
         if mask is not None and mask.dim() == 4 and mask.shape[1] == self.num_heads > 1:
             first = self.head_offset
