@@ -465,7 +465,8 @@ def compare_with_single_process(
     f/g pair here) or "torch" (``torch.distributed.nn.functional.all_reduce`` for g).
     Returns the largest |difference| over all ranks for the output, the input gradients
     and every weight gradient against its slice of the full one, and the ratio of the
-    sharded to the full q_proj weight gradient (1.0 when right, P with "torch").
+    sharded to the full q_proj weight gradient (1.0 when right, P with "torch"), with the
+    smallest and largest such ratio over every gradient that is not zero in theory.
     """
     mha, x, kv, target = _setup(seed, embed_dim, num_heads, batch, length, dtype)
     query = x.clone().requires_grad_()
@@ -497,8 +498,11 @@ def compare_with_single_process(
     elif reduce == "torch":
         import torch.distributed.nn.functional as dist_fn
 
-        partial = shard.partial(copy_to_ranks(query), key if key is query else copy_to_ranks(key),
-                                value if value is query else copy_to_ranks(value), attn_mask, is_causal)
+        # f once per distinct input, as ShardedHeads.forward does: a self-attention input
+        # reaches the heads as query, key and value, and all three paths' gradients are summed
+        inputs: dict[int, Tensor] = {}
+        q, k, v = (inputs.setdefault(id(x), copy_to_ranks(x)) for x in (query, key, value))
+        partial = shard.partial(q, k, v, attn_mask, is_causal)
         out = dist_fn.all_reduce(partial)
     else:
         raise ValueError(f"reduce must be 'mhalib' or 'torch', got {reduce!r}")
@@ -520,6 +524,19 @@ def compare_with_single_process(
     diffs = {name: _max_over_ranks(v) for name, v in sorted(diffs.items())}
     ratio = shard.q_proj.weight.grad.norm() / mha.q_proj.weight.grad[rows].norm()
     diffs["q_proj.weight.grad ratio"] = _max_over_ranks(ratio.item())
+    # The same ratio for every gradient whose true value is not (numerically) zero: the
+    # key bias's gradient is exactly zero in theory (softmax ignores a shift of every score).
+    pairs = [(query.grad, ref_query.grad), (shard.out_proj.weight.grad, mha.out_proj.weight.grad[:, rows])]
+    if mask == "cross":
+        pairs.append((key.grad, ref_key.grad))
+    for name in ("q_proj", "k_proj", "v_proj"):
+        full, mine = getattr(mha, name), getattr(shard, name)
+        pairs += [(mine.weight.grad, full.weight.grad[rows]), (mine.bias.grad, full.bias.grad[rows])]
+    if rank == 0:
+        pairs.append((shard.out_proj.bias.grad, mha.out_proj.bias.grad))
+    ratios = [(mine.norm() / true.norm()).item() for mine, true in pairs if true.norm() > 1e-8]
+    diffs["smallest gradient ratio"] = -_max_over_ranks(-min(ratios))
+    diffs["largest gradient ratio"] = _max_over_ranks(max(ratios))
     diffs["bytes all-reduced"] = float(out.numel() * out.element_size())
     return diffs
 

@@ -35,6 +35,8 @@ def two_process_results():
 def test_two_processes_equal_single_process_float64(two_process_results, mask):
     diffs = dict(two_process_results[mask])
     ratio = diffs.pop("q_proj.weight.grad ratio")
+    assert abs(diffs.pop("smallest gradient ratio") - 1.0) < 1e-12
+    assert abs(diffs.pop("largest gradient ratio") - 1.0) < 1e-12
     sent = diffs.pop("bytes all-reduced")
     assert sent == 2 * 5 * 16 * 8  # one (B, L, D) float64 tensor per forward
     assert abs(ratio - 1.0) < 1e-12
@@ -51,6 +53,9 @@ def test_torch_functional_all_reduce_multiplies_the_gradient_by_world_size(two_p
     diffs = two_process_results["torch"]
     assert diffs["output"] < 1e-12  # the forward pass is right...
     assert abs(diffs["q_proj.weight.grad ratio"] - 2.0) < 1e-12  # ...the gradient doubled
+    # ...and so did every other gradient, the input's and the biases' included
+    assert abs(diffs["smallest gradient ratio"] - 2.0) < 1e-12
+    assert abs(diffs["largest gradient ratio"] - 2.0) < 1e-12
 
 
 def test_dtensor_with_num_heads_per_rank_equals_single_process(two_process_results):
