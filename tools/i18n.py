@@ -10,6 +10,8 @@ translated, so the Chinese code cannot drift from the English.
     .venv/bin/python tools/i18n.py coverage   # print coverage per page, change nothing
     .venv/bin/python tools/i18n.py check      # exit 1 if a translation breaks structure
 
+`tools/build_zh.py` writes the Chinese book from these catalogues (`make book` runs it).
+
 A *block* is a run of lines between blank lines; a fenced block (```, ~~~, :::, and
 display math between `$$` lines) is one block with its blank lines, so an exercise
 directive is one message with its title and body. Blocks with nothing to translate (only
@@ -40,6 +42,49 @@ LANGUAGE = "zh_CN"
 
 # The pages of the book that have prose, in reading order (the _toc.yml's files).
 MARKDOWN_PAGES = ("intro", "notation", "references")
+
+# The book-level catalogue (`locales/zh_CN/_book.po`): the book's title and footer
+# (`_config.yml`), the part captions (`_toc.yml`), the notes the Chinese edition shows
+# where it falls back to English, and the theme's strings that its own catalogues leave in
+# English. Its "page" name starts with `_` so it can never clash with a page of the book.
+BOOK = "_book"
+# The notes of the Chinese edition (tools/build_zh.py): `{count}` is a number, `{marker}`
+# the marker that build_zh.py puts on a passage shown in English.
+NOTE_TITLE = "Translation in progress"
+NOTE_UNTRANSLATED = "This page has not been translated yet; it is shown in English."
+NOTE_PARTIAL = (
+    "{count} passage(s) of this page are not translated yet, or their translation is out of"
+    " date: they are shown in English and marked {marker}."
+)
+NOTE_MARKER = "English"
+NOTE_MARKER_TITLE = "Not translated yet, or the translation is out of date: shown in English"
+NOTES = (NOTE_TITLE, NOTE_UNTRANSLATED, NOTE_PARTIAL, NOTE_MARKER, NOTE_MARKER_TITLE)
+# Strings of the HTML theme that the zh_CN catalogues of Sphinx, pydata-sphinx-theme and
+# sphinx-book-theme leave in English (or word oddly), as (message catalogue, English
+# string). build_zh.py compiles their translations into the Chinese edition's
+# `_locale/zh_CN/LC_MESSAGES/<catalogue>.mo`, read before the theme's own
+# (_ext/language_switch.py). The two sidebar toggles are templates of _ext/templates/ that
+# wrap the theme's fixed English in `_()`; "Search this book..." is Jupyter Book's search
+# box text (a theme option), translated by _ext/language_switch.py.
+THEME_STRINGS = (
+    ("sphinx", "Search this book..."),
+    ("sphinx", "Color mode"),
+    ("sphinx", "System Settings"),
+    ("sphinx", "previous"),
+    ("sphinx", "next"),
+    ("sphinx", "\u00a9 Copyright %(copyright)s."),
+    ("sphinx", "Toggle primary sidebar"),
+    ("sphinx", "Toggle secondary sidebar"),
+    ("booktheme", "Print to PDF"),
+)
+# Sphinx settings that hold English text shown on the pages, as (setting, English default):
+# build_zh.py sets each to its translation in the Chinese edition's _config.yml.
+CONFIG_STRINGS = (
+    ("nb_code_prompt_show", "Show code cell {type}"),
+    ("nb_code_prompt_hide", "Hide code cell {type}"),
+    ("togglebutton_hint", "Click to show"),
+    ("togglebutton_hint_hide", "Click to hide"),
+)
 
 # Directives whose argument is a title (translatable); other arguments are labels or paths.
 TITLE_DIRECTIVES = frozenset({"exercise", "exercise-start", "admonition", "dropdown", "topic"})
@@ -306,6 +351,38 @@ def book_pages() -> list[str]:
     return [*MARKDOWN_PAGES, *chapters]
 
 
+def catalogues() -> list[str]:
+    """Every catalogue: the book-level one, then one per page."""
+    return [BOOK, *book_pages()]
+
+
+def book_config() -> tuple[dict, dict]:
+    """The English `_config.yml` and `_toc.yml`, parsed."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    return config, toc
+
+
+def book_messages() -> list[Message]:
+    """The book-level messages: title, footer, part captions, notes, theme strings."""
+    config, toc = book_config()
+    messages = [Message(config["title"], "_config.yml title", "title")]
+    if config.get("author"):
+        messages.append(Message(config["author"], "_config.yml author", "author"))
+    footer = config.get("html", {}).get("extra_footer")
+    if footer:
+        messages.append(Message(footer, "_config.yml html.extra_footer", "footer"))
+    for number, part in enumerate(toc.get("parts", []), start=1):
+        if part.get("caption"):
+            messages.append(Message(part["caption"], f"_toc.yml part {number} caption", "part caption"))
+    messages += [Message(note, "tools/build_zh.py note", "note") for note in NOTES]
+    messages += [Message(text, f"theme catalogue {domain}", "theme") for domain, text in THEME_STRINGS]
+    messages += [Message(text, f"Sphinx setting {setting}", "setting") for setting, text in CONFIG_STRINGS]
+    return messages
+
+
 def markdown_messages(text: str, where: str) -> list[Message]:
     """The translatable blocks of a Markdown text, in order."""
     messages = []
@@ -321,6 +398,8 @@ def markdown_messages(text: str, where: str) -> list[Message]:
 
 def page_messages(page: str) -> list[Message]:
     """Every translatable string of a page, in reading order."""
+    if page == BOOK:
+        return book_messages()
     path = page_source(page)
     if path.suffix == ".md":
         return markdown_messages(path.read_text(encoding="utf-8"), "page")
@@ -502,9 +581,9 @@ def check(pages: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["update", "coverage", "check"])
-    parser.add_argument("pages", nargs="*", help="pages such as chapters/01_soft_lookup (default: all)")
+    parser.add_argument("pages", nargs="*", help="pages such as chapters/01_soft_lookup, or _book (default: all)")
     args = parser.parse_args(argv)
-    pages = args.pages or book_pages()
+    pages = args.pages or catalogues()
     if args.command == "update":
         print_coverage({page: update_catalogue(page) for page in pages})
         return 0
