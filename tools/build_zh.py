@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/build_zh.py                 # write _build/zh_src/, print coverage
     .venv/bin/python tools/build_zh.py --out DIR       # somewhere else
+    .venv/bin/python tools/build_zh.py --locales DIR   # other catalogues (a draft, a test)
 
 `make book` runs it, then builds `_build/zh_src/` like the English book and puts the
 result in `_build/html/zh/`. Nothing it writes is committed: the Chinese prose lives only
@@ -210,8 +211,12 @@ def remove_note(text: str) -> str:
     segments = i18n.split_blocks(text)
     for index, (segment, is_block) in enumerate(segments):
         if is_block and is_note(segment):
-            start = index - 1 if index and not segments[index - 1][1] else index
-            return "".join(s for s, _ in segments[:start] + segments[index + 1 :])
+            start, end = index, index + 1
+            if index and not segments[index - 1][1]:
+                start -= 1  # the blank line before the note
+            elif end < len(segments) and not segments[end][1]:
+                end += 1  # a note at the top: the blank line after it
+            return "".join(s for s, _ in segments[:start] + segments[end:])
     return text
 
 
@@ -398,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT.relative_to(i18n.ROOT)})")
     parser.add_argument("--quiet", action="store_true", help="print only the total")
+    parser.add_argument("--locales", type=Path, help=f"catalogues to read (default {i18n.LOCALE_DIR.relative_to(i18n.ROOT)})")
     args = parser.parse_args(argv)
+    if args.locales:
+        i18n.LOCALE_DIR = args.locales.resolve()
     stats = build(args.out)
     shown = sum(s.translated for s in stats.values())
     english = sum(len(s.fallbacks) for s in stats.values())

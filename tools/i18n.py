@@ -98,7 +98,9 @@ LABEL = re.compile(r"^\s*\((?P<label>[^()\s]+)\)=\s*$", re.M)
 ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<content>[^`]*)`")
 CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(?P<code>.+?)(?<!`)\1(?!`)", re.S)
 INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)(?P<math>(?:\\.|[^$\\])+?)\$(?!\$)")
-DISPLAY_MATH = re.compile(r"\$\$(?P<math>.*?)\$\$", re.S)
+# Display math, with MyST's optional label after the closing `$$`: `$$ (eq-label)`.
+DISPLAY_MATH = re.compile(r"\$\$(?P<math>.*?)\$\$(?:[ \t]*\((?P<label>[^()\s]+)\))?", re.S)
+DISPLAY_MATH_END = re.compile(r"\$\$(?:[ \t]*\([^()\s]+\))?$")
 LINK = re.compile(r"!?\[[^\]]*\]\((?P<target>[^)\s]+)[^)]*\)")
 HEADING = re.compile(r"^(?P<level>#{1,6})\s", re.M)
 LETTER = re.compile(r"[A-Za-z\u4e00-\u9fff]")
@@ -115,7 +117,7 @@ def split_blocks(text: str) -> list[tuple[str, bool]]:
     Separators (runs of blank lines) have `is_block=False`. A fence opened by ```, ~~~ or
     ::: closes at a line with the same character repeated at least as often and nothing
     else; display math opened by a line starting with `$$` closes at the next line that
-    ends with `$$`. Blank lines inside a fence do not split it.
+    ends with `$$` (or with `$$ (label)`). Blank lines inside a fence do not split it.
     """
     segments: list[tuple[str, bool]] = []
     block: list[str] = []
@@ -126,7 +128,7 @@ def split_blocks(text: str) -> list[tuple[str, bool]]:
         if fence is not None:
             block.append(line)
             if fence == "$$":
-                if stripped.endswith("$$"):
+                if DISPLAY_MATH_END.search(stripped):
                     fence = None
             elif stripped and set(stripped) == {fence[0]} and len(stripped) >= len(fence):
                 fence = None
@@ -144,7 +146,7 @@ def split_blocks(text: str) -> list[tuple[str, bool]]:
         opened = FENCE_OPEN.match(line)
         if opened:
             fence = opened["mark"]
-        elif stripped.startswith("$$") and not (len(stripped) > 2 and stripped.endswith("$$")):
+        elif stripped.startswith("$$") and not (len(stripped) > 2 and DISPLAY_MATH_END.search(stripped[2:])):
             fence = "$$"
     if block:
         segments.append(("".join(block), True))
@@ -242,7 +244,7 @@ def structure(block: str) -> dict[str, object]:
         titled = re.match(r"^.*?<(?P<target>[^<>]+)>$", content, re.S)
         roles.append((match["role"], _squash(titled["target"] if titled else content)))
     no_roles = ROLE.sub(" ", outside_code)
-    display = [_squash(m["math"]) for m in DISPLAY_MATH.finditer(no_roles)]
+    display = [_squash(m["math"]) + (f" ({m['label']})" if m["label"] else "") for m in DISPLAY_MATH.finditer(no_roles)]
     no_display = DISPLAY_MATH.sub(" ", no_roles)
     spans = [_squash(m["code"]) for m in CODE_SPAN.finditer(no_display)]
     no_spans = CODE_SPAN.sub(" ", no_display)
@@ -572,10 +574,15 @@ def check(pages: list[str]) -> int:
             if problems:
                 broken += 1
                 where = entry.occurrences[0][0] if entry.occurrences else "?"
-                print(f"{catalogue_path(page).relative_to(ROOT)} ({where}):")
+                print(f"{_shown(catalogue_path(page))} ({where}):")
                 for problem in problems:
                     print(f"    {problem}")
     return broken
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the repository where it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
