@@ -186,6 +186,22 @@ def _role_text(content: str) -> str:
     return titled["title"] if titled else ""
 
 
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CJK_PUNCTUATION = re.compile(r"[\u3000-\u303f\uff00-\uffef]")
+
+
+def word_count(text: str) -> float:
+    """How many words a text has, for rules written for English ("alt text of 4 words").
+
+    A Latin word counts 1. Chinese has no spaces between words: each CJK character counts a
+    third of a word (a Chinese word is one to three characters), so 12 characters count as
+    4 words. Full-width punctuation separates words and counts nothing.
+    """
+    cjk = len(CJK.findall(text))
+    latin = CJK_PUNCTUATION.sub(" ", CJK.sub(" ", text)).split()
+    return len([w for w in latin if re.search(r"\w", w)]) + cjk / 3
+
+
 def is_translatable(block: str) -> bool:
     """Whether a block has any prose to translate."""
     return bool(LETTER.search(_without_markup(block)))
