@@ -443,3 +443,67 @@ def test_sphinx_chinese_search_segments_with_jieba() -> None:
     assert zh.JIEBA, "jieba is not importable: the Chinese search index would hold no Chinese words"
     words = zh.SearchChinese({}).split("多头注意力的每个头都有自己的查询")
     assert "注意力" in words and "查询" in words
+
+
+# --- the language switch and the theme strings (_ext/language_switch.py) -----------------
+
+
+def language_switch_extension():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("language_switch", ROOT / "_ext" / "language_switch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_app(srcdir: Path, toc: str = "_toc.yml", language: str | None = None, locale_dirs: tuple = ()):
+    from types import SimpleNamespace
+
+    switch = {"label": "中文", "title": "本页的中文版", "lang": "zh-CN", "root": "zh/", "toc": toc}
+    config = SimpleNamespace(language_switch=switch, language=language, locale_dirs=list(locale_dirs))
+    builder = SimpleNamespace(get_target_uri=lambda docname: docname + ".html")
+    return SimpleNamespace(srcdir=str(srcdir), config=config, builder=builder)
+
+
+def test_switch_links_each_page_to_its_twin_or_the_other_home_page(tmp_path: Path) -> None:
+    ext = language_switch_extension()
+    (tmp_path / "_toc.yml").write_text(
+        "root: intro\nparts:\n- caption: A\n  chapters:\n  - file: notation.md\n  - file: chapters/01_x\n", encoding="utf-8"
+    )
+    app = fake_app(tmp_path)
+    ext._load_twins(app)
+
+    def url(pagename: str) -> str | None:
+        context: dict = {}
+        ext._add_switch(app, pagename, "page.html", context, None)
+        return context["language_switch"] and context["language_switch"]["url"]
+
+    assert url("chapters/01_x") == "../zh/chapters/01_x.html"
+    assert url("notation") == "zh/notation.html"
+    assert url("search") == "zh/search.html"
+    # A page the other edition lacks: its home page, never a missing file.
+    assert url("chapters/02_only_here") == "../zh/intro.html"
+    # No table of contents of the other edition (never generated): no switch at all.
+    app = fake_app(tmp_path, toc="missing/_toc.yml")
+    ext._load_twins(app)
+    assert url("intro") is None
+
+
+def test_edition_theme_strings_go_in_front_of_the_themes(tmp_path: Path, monkeypatch) -> None:
+    import polib
+    from sphinx import locale
+
+    ext = language_switch_extension()
+    theirs = gettext.NullTranslations()
+    theirs.gettext = lambda message: {"Print to PDF": "列印成 PDF", "Contents": "目录"}.get(message, message)
+    monkeypatch.setitem(locale.translators, ("general", "testtheme"), theirs)
+    mo = polib.MOFile()
+    mo.metadata = {"Content-Type": "text/plain; charset=UTF-8"}
+    mo.append(polib.MOEntry(msgid="Print to PDF", msgstr="打印为 PDF"))
+    (tmp_path / "_locale" / "zh_CN" / "LC_MESSAGES").mkdir(parents=True)
+    mo.save(str(tmp_path / "_locale" / "zh_CN" / "LC_MESSAGES" / "testtheme.mo"))
+    ext._load_twins(fake_app(tmp_path, language="zh_CN", locale_dirs=("_locale",)))
+    translate = locale.get_translation("testtheme")
+    assert translate("Print to PDF") == "打印为 PDF"
+    assert translate("Contents") == "目录"  # the theme's own translation, where ours has none
