@@ -1,5 +1,5 @@
 # The course's build glue. Two commands do all set-up on a fresh machine:
-#   make book   build the HTML book into _build/html
+#   make book   build the HTML book into _build/html, its Chinese edition into _build/html/zh
 #   make test   run every test (unit tests, nbval on every notebook, book build, browser)
 #   make lab    JupyterLab on chapters/ (MyST rendered, no outside requests, root handled)
 # Each creates .venv and installs what is missing first.
@@ -13,6 +13,11 @@ export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 # Kernels pick their own (inline) matplotlib backend.
 unexport MPLBACKEND
 BOOKFLAGS ?=
+# The Chinese edition: tools/build_zh.py writes its sources (the English notebooks with the
+# translations of locales/zh_CN/*.po) into ZH_SRC, Jupyter Book builds them into
+# ZH_OUT/_build/html, which is copied into _build/html/zh (the language switch's target).
+ZH_SRC := _build/zh_src
+ZH_OUT := _build/zh
 # JupyterLab for the reader. The settings in lab/ go into .venv (never into the reader's
 # home): no news or update check, no extension manager asking PyPI (lab/README.md).
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
@@ -24,7 +29,7 @@ LABFLAGS ?=
 # say --allow-root. The server still listens on 127.0.0.1 only.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: book test unit lab execute lock clean
+.PHONY: book book-en book-zh po test unit lab execute lock clean
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,9 +40,26 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mha course)" >/dev/null
 	@touch $(STAMP)
 
-book: $(STAMP)
+book: book-en book-zh
+	@echo "Open the book: $(CURDIR)/_build/html/index.html (Chinese edition: $(CURDIR)/_build/html/zh/index.html)"
+
+# The English edition's pages link to the Chinese ones listed in $(ZH_SRC)/_toc.yml, so
+# the Chinese sources are written first.
+book-en: $(STAMP)
+	$(BIN)/python tools/build_zh.py --quiet
 	$(BIN)/jupyter-book build . -W -n --keep-going $(BOOKFLAGS)
-	@echo "Open the book: $(CURDIR)/_build/html/index.html"
+
+book-zh: $(STAMP)
+	$(BIN)/python tools/build_zh.py --quiet
+	$(BIN)/jupyter-book build $(ZH_SRC) --path-output $(ZH_OUT) -W -n --keep-going $(BOOKFLAGS)
+	rm -rf _build/html/zh
+	mkdir -p _build/html
+	cp -R $(ZH_OUT)/_build/html _build/html/zh
+
+# Refresh every translation catalogue from the English sources and print the coverage.
+po: $(STAMP)
+	$(BIN)/python tools/i18n.py update
+	$(BIN)/python tools/i18n.py check
 
 test: $(STAMP) $(LAB_SETTINGS) $(LAB_SERVER_CONFIG)
 	rm -rf _build/html

@@ -7,6 +7,13 @@ with alt text that describes it, and (across the whole site) every internal link
 to a page and anchor that exist. A screenshot of each page goes to
 `_build/screenshots/`, printed at the end: look at them.
 
+The Chinese edition (`_build/html/zh/`, tools/build_zh.py) gets the same assertions on
+every page, plus: its text is drawn with a CJK font (the font Chromium really used for a
+Chinese text node, asked through the DevTools protocol, and distinct glyphs rather than
+identical .notdef boxes), every page's language switch leads to its twin in the other
+edition and back (on disk, over HTTP and from file://), and the Chinese search index holds
+Chinese words (segmented by jieba) that a search finds.
+
 Locally a missing browser skips the test; in CI (CI=true) it fails.
 """
 
@@ -14,9 +21,11 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,7 +35,11 @@ import pytest
 from bs4 import BeautifulSoup
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import i18n  # noqa: E402  (tools/ is not a package)
+
 SITE = ROOT / "_build" / "html"
+ZH = SITE / "zh"
 SHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -103,6 +116,65 @@ def test_book_has_pages() -> None:
         unavailable(f"no built book at {SITE}: run `make book` first")
     names = {p.relative_to(SITE).as_posix() for p in PAGES}
     assert {"intro.html", "notation.html", "references.html"} <= names
+    # The Chinese edition has exactly the English edition's pages.
+    english = {n for n in names if not n.startswith("zh/")}
+    assert {n.removeprefix("zh/") for n in names if n.startswith("zh/")} == english
+
+
+def is_chinese(path: Path) -> bool:
+    return path.is_relative_to(ZH)
+
+
+def switch_target(page: Path) -> Path:
+    """The file a page's language switch links to (it must have one)."""
+    links = page_soup(page.resolve()).select("a.language-switch")
+    assert len(links) == 1, f"{page.relative_to(SITE)}: {len(links)} language switches"
+    return (page.parent / unquote(links[0]["href"])).resolve()
+
+
+# Families of fonts with Chinese glyphs (Noto/Source Han, and those of macOS and Windows).
+CJK_FONT = re.compile(r"CJK|Source Han|PingFang|Hiragino|YaHei|SimSun|SimHei|WenQuanYi|Heiti|Songti|Droid Sans Fallback", re.I)
+
+
+def cjk_fonts_used(page) -> dict:
+    """The fonts Chromium used for the first Chinese text in the article (DevTools protocol)."""
+    text = page.evaluate(
+        """() => {
+            const root = document.querySelector('article') || document.body;
+            const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+            while (walker.nextNode()) {
+                const node = walker.currentNode;
+                if (/[\u4e00-\u9fff]/.test(node.textContent) && !node.parentElement.closest('mjx-container, pre, code, .zh-fallback')) {
+                    node.parentElement.setAttribute('data-cjk-probe', '');
+                    return node.textContent.trim().slice(0, 30);
+                }
+            }
+            return null;
+        }"""
+    )
+    assert text, "no Chinese text in the article"
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        root = cdp.send("DOM.getDocument", {"depth": 1})["root"]["nodeId"]
+        node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": "[data-cjk-probe]"})["nodeId"]
+        fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    finally:
+        cdp.detach()
+    # Tofu is one .notdef box for every character: distinct characters must draw distinctly.
+    distinct = page.evaluate(
+        r"""() => {
+            const font = getComputedStyle(document.querySelector('[data-cjk-probe]')).font;
+            const draw = (ch) => {
+                const c = document.createElement('canvas'); c.width = 40; c.height = 40;
+                const g = c.getContext('2d'); g.font = font.replace(/\d+(\.\d+)?px/, '32px');
+                g.fillText(ch, 2, 34); return Array.from(g.getImageData(0, 0, 40, 40).data).join(',');
+            };
+            return new Set(['注', '意', '力', '头'].map(draw)).size;
+        }"""
+    )
+    return {"text": text, "fonts": fonts, "distinct glyphs": distinct}
 
 
 def wait_until_requests_settle(page, pending: set, quiet: float = 0.5, timeout: float = 60.0) -> None:
@@ -167,9 +239,24 @@ def test_page(page_path: Path, server: str, browser_context) -> None:
         for image in images:
             assert image["ok"], f"image did not load: {image['src']}"
             alt = image["alt"]
-            assert len(alt.split()) >= 4 and not re.search(r"\.(png|svg|jpe?g)\b|/", alt), (
+            # Words counted in English or Chinese (12 Chinese characters count as 4 words).
+            assert i18n.word_count(alt) >= 4 and not re.search(r"\.(png|svg|jpe?g)\b|/", alt), (
                 f"image {image['src']} has alt text {alt!r}, which does not describe it"
             )
+
+        # The language switch: visible, and its target is served.
+        switch = page.locator("a.language-switch")
+        assert switch.count() == 1 and switch.is_visible(), "no visible language switch"
+        target = urljoin(url, switch.get_attribute("href"))
+        assert page.request.get(target).status == 200, f"the language switch leads to {target}"
+
+        if is_chinese(page_path):
+            assert page.evaluate("document.documentElement.lang") == "zh-CN"
+            used = cjk_fonts_used(page)
+            assert any(CJK_FONT.search(f["familyName"]) and f["glyphCount"] > 0 for f in used["fonts"]), (
+                f"Chinese text {used['text']!r} drawn without a CJK font: {used['fonts']}"
+            )
+            assert used["distinct glyphs"] == 4, f"Chinese characters drawn as identical boxes (tofu): {used}"
 
         shot = SHOTS / (page_path.relative_to(SITE).as_posix().replace("/", "__").removesuffix(".html") + ".png")
         page.screenshot(path=str(shot), full_page=True)
@@ -178,9 +265,14 @@ def test_page(page_path: Path, server: str, browser_context) -> None:
 
 
 @functools.lru_cache(maxsize=None)
+def page_soup(path: Path) -> BeautifulSoup:
+    """A built page, parsed once for all the tests below (do not change it)."""
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+
+@functools.lru_cache(maxsize=None)
 def ids_in(path: Path) -> frozenset[str]:
-    soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
-    return frozenset(tag["id"] for tag in soup.find_all(id=True))
+    return frozenset(tag["id"] for tag in page_soup(path).find_all(id=True))
 
 
 def test_internal_links_resolve() -> None:
@@ -189,8 +281,7 @@ def test_internal_links_resolve() -> None:
     broken = []
     checked = 0
     for page in PAGES:
-        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
-        for a in soup.find_all("a", href=True):
+        for a in page_soup(page).find_all("a", href=True):
             href = a["href"]
             parsed = urlparse(href)
             if parsed.scheme or href.startswith(("mailto:", "//")):
@@ -212,7 +303,7 @@ def test_links_that_leave_the_site_are_only_plain_links() -> None:
     """Nothing in the pages loads from elsewhere: scripts, styles, images, frames."""
     loaded = []
     for page in PAGES:
-        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        soup = page_soup(page)
         for tag, attr in (("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src")):
             for el in soup.find_all(tag):
                 value = el.get(attr, "")
@@ -221,3 +312,98 @@ def test_links_that_leave_the_site_are_only_plain_links() -> None:
                 if urlparse(value).scheme in ("http", "https") or value.startswith("//"):
                     loaded.append(f"{page.relative_to(SITE)}: <{tag} {attr}={value}>")
     assert loaded == [], "pages load from outside the site:\n" + "\n".join(loaded)
+
+
+def is_redirect(page: Path) -> bool:
+    """Jupyter Book's index.html, which only sends the reader on to the root page."""
+    return 'http-equiv="Refresh"' in page.read_text(encoding="utf-8")[:2000]
+
+
+def test_language_switch_leads_to_the_twin_and_back() -> None:
+    """On disk: each page's switch names an existing page, whose switch names the first."""
+    if not PAGES:
+        unavailable(f"no built book at {SITE}: run `make book` first")
+    pages = [p for p in PAGES if not is_redirect(p)]
+    checked = 0
+    for page in pages:
+        twin = switch_target(page)
+        assert twin.exists(), f"{page.relative_to(SITE)}: the switch leads to a missing {twin}"
+        assert is_chinese(twin) != is_chinese(page), f"{page.relative_to(SITE)}: the switch stays in its edition"
+        assert twin.relative_to(ZH if is_chinese(twin) else SITE) == page.relative_to(ZH if is_chinese(page) else SITE)
+        assert switch_target(twin) == page.resolve()
+        checked += 1
+    assert checked == len(pages) >= 2 * 13
+
+
+def test_language_switch_works_from_file_urls(browser_context) -> None:
+    """Opened from the disk (file://), the switch still leads there and back."""
+    english = SITE / "chapters" / "01_soft_lookup.html"
+    if not english.exists():
+        unavailable(f"no built book at {SITE}: run `make book` first")
+    page = browser_context.new_page()
+    try:
+        page.goto(english.as_uri(), wait_until="load")
+        page.locator("a.language-switch").click()
+        page.wait_for_load_state("load")
+        assert page.url == (ZH / "chapters" / "01_soft_lookup.html").as_uri()
+        assert page.evaluate("document.documentElement.lang") == "zh-CN"
+        page.screenshot(path=str(SHOTS / "switch-file-url-zh.png"))
+        page.locator("a.language-switch").click()
+        page.wait_for_load_state("load")
+        assert page.url == english.as_uri()
+        assert page.evaluate("document.documentElement.lang") == "en"
+    finally:
+        page.close()
+
+
+def search_terms(site: Path) -> set[str]:
+    """The words of a built search index: those of the text and those of the titles."""
+    text = (site / "searchindex.js").read_text(encoding="utf-8")
+    index = json.loads(text[text.index("(") + 1 : text.rindex(")")])
+    return set(index["terms"]) | set(index["titleterms"])
+
+
+def chinese_words_on_pages() -> set[str]:
+    """Words of two or more characters that jieba finds in the Chinese pages' prose.
+
+    Prose is what Sphinx indexes: the paragraphs, headings and list items of the article,
+    not the theme's buttons, the table of contents, raw HTML (the fallback markers) or the
+    labels the HTML writer adds (an admonition's "警告")."""
+    import jieba
+
+    words = set()
+    for page in PAGES:
+        if not is_chinese(page) or page.name == "search.html" or is_redirect(page):
+            continue
+        article = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser").find("article")
+        for skipped in article.select(".toctree-wrapper, summary, .zh-fallback, button, .headerlink, .admonition-title"):
+            skipped.decompose()
+        for element in article.find_all(["p", "h1", "h2", "h3", "h4", "li", "td", "th"]):
+            for run in re.findall(r"[\u4e00-\u9fff]+", element.get_text(" ")):
+                words.update(w for w in jieba.cut_for_search(run) if len(w) > 1)
+    return words
+
+
+def test_chinese_search_index_holds_chinese_words() -> None:
+    if not (ZH / "searchindex.js").exists():
+        unavailable(f"no Chinese edition at {ZH}: run `make book` first")
+    terms = search_terms(ZH)
+    words = chinese_words_on_pages()
+    assert words, "no Chinese text in the Chinese edition"
+    missing = sorted(words - terms)
+    assert not missing, f"{len(missing)} of {len(words)} Chinese words are not in the search index, e.g. {missing[:10]}"
+
+
+def test_chinese_search_finds_a_chinese_word(server: str, browser_context) -> None:
+    if not (ZH / "searchindex.js").exists():
+        unavailable(f"no Chinese edition at {ZH}: run `make book` first")
+    word = "注意力" if "注意力" in search_terms(ZH) else "翻译"
+    page = browser_context.new_page()
+    try:
+        page.goto(urljoin(server, f"zh/search.html?q={word}"), wait_until="load")
+        page.wait_for_selector("#search-results ul.search li", timeout=30_000)
+        found = page.locator("#search-results ul.search li").count()
+        assert found >= 1, f"searching {word!r} found nothing"
+        page.screenshot(path=str(SHOTS / "zh-search.png"))
+    finally:
+        page.close()

@@ -23,6 +23,31 @@ MACHINE_PATH = re.compile(r"(/root/|/home/\w|/tmp/|/work/|/Users/\w|[A-Z]:\\\\Us
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
 
 
+def _tool(name: str):
+    """A module of tools/, imported from its path (tools/ is not a package)."""
+    import importlib.util
+    import sys
+
+    if str(ROOT / "tools") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tools"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+i18n = _tool("i18n")
+build_zh = _tool("build_zh")
+
+# The headings every chapter has, in English or in the Chinese edition's words.
+REQUIRED_HEADINGS = {
+    "What you will learn": ("What you will learn", "你将学到"),
+    "## Summary": ("## Summary", "## 小结"),
+    "## Exercises": ("## Exercises", "## 练习"),
+}
+
+
 def code_cells(nb: dict) -> list[dict]:
     return [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
 
@@ -78,9 +103,10 @@ def figure_problems(nb: dict) -> list[str]:
         meta = cell.get("metadata", {}).get("mystnb", {})
         alt = str(meta.get("image", {}).get("alt", ""))
         caption = str(meta.get("figure", {}).get("caption", ""))
-        if len(alt.split()) < 4 or re.search(r"\.(png|svg|jpe?g)\b|/", alt):
+        # Words counted in English or Chinese (i18n.word_count: 12 Chinese characters = 4 words).
+        if i18n.word_count(alt) < 4 or re.search(r"\.(png|svg|jpe?g)\b|/", alt):
             problems.append(f"cell {i}: figure alt text {alt!r} does not describe the figure")
-        if len(caption.split()) < 3:
+        if i18n.word_count(caption) < 3:
             problems.append(f"cell {i}: figure has no caption (metadata mystnb.figure.caption)")
     return problems
 
@@ -91,9 +117,9 @@ def structure_problems(nb: dict) -> list[str]:
     if not markdown or not re.match(r"# \S", markdown[0]):
         problems.append("the first cell is not the chapter title ('# Title')")
     text = "\n".join(markdown)
-    for heading in ("What you will learn", "## Summary", "## Exercises"):
-        if heading not in text:
-            problems.append(f"missing {heading!r}")
+    for heading, spellings in REQUIRED_HEADINGS.items():
+        if not any(spelling in text for spelling in spellings):
+            problems.append(f"missing {heading!r} (Chinese edition: {spellings[1]!r})")
     sources = ["".join(c["source"]) for c in code_cells(nb)]
     if not any("manual_seed" in s for s in sources[:3]):
         problems.append("no torch.manual_seed in the first code cells")
@@ -143,17 +169,7 @@ def nested_fence_problems(nb: dict) -> list[str]:
     return problems
 
 
-def _lab_compat():
-    """tools/lab_compat.py, imported from its path (tools/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lab_compat", ROOT / "tools" / "lab_compat.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lab_compat = _lab_compat()
+lab_compat = _tool("lab_compat")
 BOOK_MACROS = lab_compat.book_macros()
 
 
@@ -191,6 +207,33 @@ def load(path: Path) -> dict:
 @pytest.mark.parametrize("rule", RULES, ids=[r.__name__ for r in RULES])
 def test_chapter_notebook(path: Path, rule) -> None:
     assert rule(load(path)) == []
+
+
+# --- the same rules on the Chinese edition ----------------------------------------------
+# tools/build_zh.py writes it from these notebooks and locales/zh_CN/*.po; a translation
+# must not break what the rules check (a figure's alt text, the standard headings, folded
+# solutions for JupyterLab, line lengths of code: code is never translated).
+
+
+@pytest.fixture(scope="module")
+def zh_chapters(tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("zh_src")
+    build_zh.build(out)
+    return {p.name: load(out / "chapters" / p.name) for p in CHAPTERS}
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+@pytest.mark.parametrize("rule", RULES, ids=[r.__name__ for r in RULES])
+def test_chinese_chapter_notebook(path: Path, rule, zh_chapters) -> None:
+    assert rule(zh_chapters[path.name]) == []
+
+
+def test_chinese_notebooks_pass_lab_compat_check(tmp_path: Path, capsys) -> None:
+    """`tools/lab_compat.py --check`, as a contributor runs it, on the generated notebooks."""
+    build_zh.build(tmp_path)
+    paths = sorted((tmp_path / "chapters").glob("*.ipynb"))
+    assert len(paths) == len(CHAPTERS)
+    assert lab_compat.main(["--check", *map(str, paths)]) == 0, capsys.readouterr().out
 
 
 def toc_files() -> list[str]:
@@ -250,6 +293,42 @@ def broken(change) -> dict:
 
 def test_rules_pass_a_good_notebook() -> None:
     assert [p for rule in RULES for p in rule(GOOD)] == []
+
+
+CHINESE_GOOD = broken(
+    lambda nb: (
+        nb["cells"][0].update(source=["# 一章\n\n**你将学到**\n"]),
+        nb["cells"][2]["metadata"]["mystnb"].update(
+            figure={"caption": "一个头的注意力权重。"}, image={"alt": "一个 4 行 4 列的热图，对角线上的格子最亮。"}
+        ),
+        nb["cells"][3].update(source=["## 小结\n\n## 练习\n"]),
+    )
+)
+
+
+def test_rules_pass_a_good_chinese_notebook() -> None:
+    assert [p for rule in RULES for p in rule(CHINESE_GOOD)] == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda nb: nb["cells"][2]["metadata"]["mystnb"]["image"].update(alt="一个热图。"),
+        lambda nb: nb["cells"][2]["metadata"]["mystnb"]["figure"].update(caption="权重"),
+        lambda nb: nb["cells"][3].update(source=["## 总结\n\n## 练习\n"]),
+        lambda nb: nb["cells"][0].update(source=["# 一章\n\n**学习目标**\n"]),
+    ],
+)
+def test_rules_catch_bad_chinese(change) -> None:
+    nb = copy.deepcopy(CHINESE_GOOD)
+    change(nb)
+    assert [p for rule in RULES for p in rule(nb)] != []
+
+
+def test_word_count_counts_chinese_characters() -> None:
+    assert i18n.word_count("Heatmap of a 4 by 4 matrix.") == 7
+    assert i18n.word_count("热图，对角线最亮。") == 7 / 3
+    assert i18n.word_count("the, cat, sat 三个词元的权重") == 3 + 7 / 3
 
 
 @pytest.mark.parametrize(

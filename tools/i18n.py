@@ -10,6 +10,8 @@ translated, so the Chinese code cannot drift from the English.
     .venv/bin/python tools/i18n.py coverage   # print coverage per page, change nothing
     .venv/bin/python tools/i18n.py check      # exit 1 if a translation breaks structure
 
+`tools/build_zh.py` writes the Chinese book from these catalogues (`make book` runs it).
+
 A *block* is a run of lines between blank lines; a fenced block (```, ~~~, :::, and
 display math between `$$` lines) is one block with its blank lines, so an exercise
 directive is one message with its title and body. Blocks with nothing to translate (only
@@ -41,6 +43,49 @@ LANGUAGE = "zh_CN"
 # The pages of the book that have prose, in reading order (the _toc.yml's files).
 MARKDOWN_PAGES = ("intro", "notation", "references")
 
+# The book-level catalogue (`locales/zh_CN/_book.po`): the book's title and footer
+# (`_config.yml`), the part captions (`_toc.yml`), the notes the Chinese edition shows
+# where it falls back to English, and the theme's strings that its own catalogues leave in
+# English. Its "page" name starts with `_` so it can never clash with a page of the book.
+BOOK = "_book"
+# The notes of the Chinese edition (tools/build_zh.py): `{count}` is a number, `{marker}`
+# the marker that build_zh.py puts on a passage shown in English.
+NOTE_TITLE = "Translation in progress"
+NOTE_UNTRANSLATED = "This page has not been translated yet; it is shown in English."
+NOTE_PARTIAL = (
+    "{count} passage(s) of this page are not translated yet, or their translation is out of"
+    " date: they are shown in English and marked {marker}."
+)
+NOTE_MARKER = "English"
+NOTE_MARKER_TITLE = "Not translated yet, or the translation is out of date: shown in English"
+NOTES = (NOTE_TITLE, NOTE_UNTRANSLATED, NOTE_PARTIAL, NOTE_MARKER, NOTE_MARKER_TITLE)
+# Strings of the HTML theme that the zh_CN catalogues of Sphinx, pydata-sphinx-theme and
+# sphinx-book-theme leave in English (or word oddly), as (message catalogue, English
+# string). build_zh.py compiles their translations into the Chinese edition's
+# `_locale/zh_CN/LC_MESSAGES/<catalogue>.mo`, read before the theme's own
+# (_ext/language_switch.py). The two sidebar toggles are templates of _ext/templates/ that
+# wrap the theme's fixed English in `_()`; "Search this book..." is Jupyter Book's search
+# box text (a theme option), translated by _ext/language_switch.py.
+THEME_STRINGS = (
+    ("sphinx", "Search this book..."),
+    ("sphinx", "Color mode"),
+    ("sphinx", "System Settings"),
+    ("sphinx", "previous"),
+    ("sphinx", "next"),
+    ("sphinx", "\u00a9 Copyright %(copyright)s."),
+    ("sphinx", "Toggle primary sidebar"),
+    ("sphinx", "Toggle secondary sidebar"),
+    ("booktheme", "Print to PDF"),
+)
+# Sphinx settings that hold English text shown on the pages, as (setting, English default):
+# build_zh.py sets each to its translation in the Chinese edition's _config.yml.
+CONFIG_STRINGS = (
+    ("nb_code_prompt_show", "Show code cell {type}"),
+    ("nb_code_prompt_hide", "Hide code cell {type}"),
+    ("togglebutton_hint", "Click to show"),
+    ("togglebutton_hint_hide", "Click to hide"),
+)
+
 # Directives whose argument is a title (translatable); other arguments are labels or paths.
 TITLE_DIRECTIVES = frozenset({"exercise", "exercise-start", "admonition", "dropdown", "topic"})
 # Directive options whose values are prose (translatable); other option values are kept.
@@ -53,7 +98,9 @@ LABEL = re.compile(r"^\s*\((?P<label>[^()\s]+)\)=\s*$", re.M)
 ROLE = re.compile(r"(?<!`)\{(?P<role>[\w:-]+)\}`(?P<content>[^`]*)`")
 CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(?P<code>.+?)(?<!`)\1(?!`)", re.S)
 INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)(?P<math>(?:\\.|[^$\\])+?)\$(?!\$)")
-DISPLAY_MATH = re.compile(r"\$\$(?P<math>.*?)\$\$", re.S)
+# Display math, with MyST's optional label after the closing `$$`: `$$ (eq-label)`.
+DISPLAY_MATH = re.compile(r"\$\$(?P<math>.*?)\$\$(?:[ \t]*\((?P<label>[^()\s]+)\))?", re.S)
+DISPLAY_MATH_END = re.compile(r"\$\$(?:[ \t]*\([^()\s]+\))?$")
 LINK = re.compile(r"!?\[[^\]]*\]\((?P<target>[^)\s]+)[^)]*\)")
 HEADING = re.compile(r"^(?P<level>#{1,6})\s", re.M)
 LETTER = re.compile(r"[A-Za-z\u4e00-\u9fff]")
@@ -70,7 +117,7 @@ def split_blocks(text: str) -> list[tuple[str, bool]]:
     Separators (runs of blank lines) have `is_block=False`. A fence opened by ```, ~~~ or
     ::: closes at a line with the same character repeated at least as often and nothing
     else; display math opened by a line starting with `$$` closes at the next line that
-    ends with `$$`. Blank lines inside a fence do not split it.
+    ends with `$$` (or with `$$ (label)`). Blank lines inside a fence do not split it.
     """
     segments: list[tuple[str, bool]] = []
     block: list[str] = []
@@ -81,7 +128,7 @@ def split_blocks(text: str) -> list[tuple[str, bool]]:
         if fence is not None:
             block.append(line)
             if fence == "$$":
-                if stripped.endswith("$$"):
+                if DISPLAY_MATH_END.search(stripped):
                     fence = None
             elif stripped and set(stripped) == {fence[0]} and len(stripped) >= len(fence):
                 fence = None
@@ -99,7 +146,7 @@ def split_blocks(text: str) -> list[tuple[str, bool]]:
         opened = FENCE_OPEN.match(line)
         if opened:
             fence = opened["mark"]
-        elif stripped.startswith("$$") and not (len(stripped) > 2 and stripped.endswith("$$")):
+        elif stripped.startswith("$$") and not (len(stripped) > 2 and DISPLAY_MATH_END.search(stripped[2:])):
             fence = "$$"
     if block:
         segments.append(("".join(block), True))
@@ -137,6 +184,22 @@ def _role_text(content: str) -> str:
     """The visible title of a role such as {doc}`notation page </notation>` (or '')."""
     titled = re.match(r"^(?P<title>.*?)\s*<[^<>]+>$", content, re.S)
     return titled["title"] if titled else ""
+
+
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CJK_PUNCTUATION = re.compile(r"[\u3000-\u303f\uff00-\uffef]")
+
+
+def word_count(text: str) -> float:
+    """How many words a text has, for rules written for English ("alt text of 4 words").
+
+    A Latin word counts 1. Chinese has no spaces between words: each CJK character counts a
+    third of a word (a Chinese word is one to three characters), so 12 characters count as
+    4 words. Full-width punctuation separates words and counts nothing.
+    """
+    cjk = len(CJK.findall(text))
+    latin = CJK_PUNCTUATION.sub(" ", CJK.sub(" ", text)).split()
+    return len([w for w in latin if re.search(r"\w", w)]) + cjk / 3
 
 
 def is_translatable(block: str) -> bool:
@@ -197,7 +260,7 @@ def structure(block: str) -> dict[str, object]:
         titled = re.match(r"^.*?<(?P<target>[^<>]+)>$", content, re.S)
         roles.append((match["role"], _squash(titled["target"] if titled else content)))
     no_roles = ROLE.sub(" ", outside_code)
-    display = [_squash(m["math"]) for m in DISPLAY_MATH.finditer(no_roles)]
+    display = [_squash(m["math"]) + (f" ({m['label']})" if m["label"] else "") for m in DISPLAY_MATH.finditer(no_roles)]
     no_display = DISPLAY_MATH.sub(" ", no_roles)
     spans = [_squash(m["code"]) for m in CODE_SPAN.finditer(no_display)]
     no_spans = CODE_SPAN.sub(" ", no_display)
@@ -310,6 +373,38 @@ def book_pages() -> list[str]:
     return [*MARKDOWN_PAGES, *chapters]
 
 
+def catalogues() -> list[str]:
+    """Every catalogue: the book-level one, then one per page."""
+    return [BOOK, *book_pages()]
+
+
+def book_config() -> tuple[dict, dict]:
+    """The English `_config.yml` and `_toc.yml`, parsed."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    return config, toc
+
+
+def book_messages() -> list[Message]:
+    """The book-level messages: title, footer, part captions, notes, theme strings."""
+    config, toc = book_config()
+    messages = [Message(config["title"], "_config.yml title", "title")]
+    if config.get("author"):
+        messages.append(Message(config["author"], "_config.yml author", "author"))
+    footer = config.get("html", {}).get("extra_footer")
+    if footer:
+        messages.append(Message(footer, "_config.yml html.extra_footer", "footer"))
+    for number, part in enumerate(toc.get("parts", []), start=1):
+        if part.get("caption"):
+            messages.append(Message(part["caption"], f"_toc.yml part {number} caption", "part caption"))
+    messages += [Message(note, "tools/build_zh.py note", "note") for note in NOTES]
+    messages += [Message(text, f"theme catalogue {domain}", "theme") for domain, text in THEME_STRINGS]
+    messages += [Message(text, f"Sphinx setting {setting}", "setting") for setting, text in CONFIG_STRINGS]
+    return messages
+
+
 def markdown_messages(text: str, where: str) -> list[Message]:
     """The translatable blocks of a Markdown text, in order."""
     messages = []
@@ -325,6 +420,8 @@ def markdown_messages(text: str, where: str) -> list[Message]:
 
 def page_messages(page: str) -> list[Message]:
     """Every translatable string of a page, in reading order."""
+    if page == BOOK:
+        return book_messages()
     path = page_source(page)
     if path.suffix == ".md":
         return markdown_messages(path.read_text(encoding="utf-8"), "page")
@@ -497,18 +594,23 @@ def check(pages: list[str]) -> int:
             if problems:
                 broken += 1
                 where = entry.occurrences[0][0] if entry.occurrences else "?"
-                print(f"{catalogue_path(page).relative_to(ROOT)} ({where}):")
+                print(f"{_shown(catalogue_path(page))} ({where}):")
                 for problem in problems:
                     print(f"    {problem}")
     return broken
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the repository where it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["update", "coverage", "check"])
-    parser.add_argument("pages", nargs="*", help="pages such as chapters/01_soft_lookup (default: all)")
+    parser.add_argument("pages", nargs="*", help="pages such as chapters/01_soft_lookup, or _book (default: all)")
     args = parser.parse_args(argv)
-    pages = args.pages or book_pages()
+    pages = args.pages or catalogues()
     if args.command == "update":
         print_coverage({page: update_catalogue(page) for page in pages})
         return 0
