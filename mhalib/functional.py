@@ -53,6 +53,28 @@ def _check_floating(name: str, x: Tensor) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
 
 
+def _check_qkv(query: object, key: object, value: object) -> None:
+    """query (..., L, E), key (..., S, E), value (..., S, Ev): floating tensors of one dtype.
+
+    Shared by every attention function (``scaled_dot_product_attention``, ``tiled_attention``).
+    """
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(name, x, min_ndim=2)
+        _check_floating(name, x)
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"query and key must have the same feature size E, got query (..., L, {query.shape[-1]}) "
+            f"and key (..., S, {key.shape[-1]})"
+        )
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(
+            f"key and value must have the same length S, got key (..., {key.shape[-2]}, E) "
+            f"and value (..., {value.shape[-2]}, Ev)"
+        )
+    if not query.dtype == key.dtype == value.dtype:
+        raise TypeError(f"query, key and value must share a dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
+
+
 def _check_num_heads(num_heads: object, width: int, what: str) -> int:
     if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
@@ -215,21 +237,7 @@ def scaled_dot_product_attention(
     L * S: B=4, H=8, L=S=4096 in float32 needs about 4 GiB. ``MultiHeadAttention`` with
     ``need_weights=False`` uses PyTorch's fused kernel instead, which does not.
     """
-    for name, x in (("query", query), ("key", key), ("value", value)):
-        _check_tensor(name, x, min_ndim=2)
-        _check_floating(name, x)
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(
-            f"query and key must have the same feature size E, got query (..., L, {query.shape[-1]}) "
-            f"and key (..., S, {key.shape[-1]})"
-        )
-    if key.shape[-2] != value.shape[-2]:
-        raise ValueError(
-            f"key and value must have the same length S, got key (..., {key.shape[-2]}, E) "
-            f"and value (..., {value.shape[-2]}, Ev)"
-        )
-    if not query.dtype == key.dtype == value.dtype:
-        raise TypeError(f"query, key and value must share a dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
+    _check_qkv(query, key, value)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if is_causal and attn_mask is not None:

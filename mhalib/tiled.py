@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from .functional import _check_floating, _check_tensor
+from .functional import _check_qkv
 
 __all__ = ["tiled_attention", "causal_block_kind"]
 
@@ -75,9 +75,15 @@ def tiled_attention(
         acc    = alpha * acc + p @ v_blk                    # running weighted sum of values
         out    = acc / l                                    # once, after the last key block
 
+    With ``is_causal`` the key blocks after a query block's last query are never visited,
+    only the tiles the diagonal crosses are masked, and in those the leading queries that
+    come before the tile's first key (they see none of its keys) are left out of the tile.
+
     Memory: apart from the output, one (..., block_q, block_k) tile of scores and
     (..., block_q) and (..., block_q, Ev) running statistics, independent of L and S. The
-    scores are turned into weights in place and ``acc`` is the output's own slice.
+    tile is one buffer, allocated once and reused by every step (a freshly allocated tile
+    of tens of MiB costs the operating system's page faults at every step); the scores are
+    turned into weights in place and ``acc`` is the output's own slice.
 
     Backward: this is a forward pass written in PyTorch operations. When an input requires
     grad, the same loop runs with out-of-place operations so that autograd can record it;
@@ -88,21 +94,7 @@ def tiled_attention(
 
     S = 0 (no keys at all) gives a zero output, as PyTorch's fused kernel does.
     """
-    for name, x in (("query", query), ("key", key), ("value", value)):
-        _check_tensor(name, x, min_ndim=2)
-        _check_floating(name, x)
-    if not query.dtype == key.dtype == value.dtype:
-        raise TypeError(f"query, key and value must share a dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(
-            f"query and key must have the same feature size E, got query (..., L, {query.shape[-1]}) "
-            f"and key (..., S, {key.shape[-1]})"
-        )
-    if key.shape[-2] != value.shape[-2]:
-        raise ValueError(
-            f"key and value must have the same length S, got key (..., {key.shape[-2]}, E) "
-            f"and value (..., {value.shape[-2]}, Ev)"
-        )
+    _check_qkv(query, key, value)
     try:
         batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     except RuntimeError:
@@ -121,49 +113,64 @@ def tiled_attention(
 
     L, S, Ev = query.shape[-2], key.shape[-2], value.shape[-1]
     needs_grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
+    in_place = not needs_grad
+    score_batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2])  # the scores' batch dims
     out = query.new_zeros(*batch, L, Ev)  # (..., L, Ev); each block's accumulator is a slice of it
     blocks = []  # the finished blocks, when autograd needs out-of-place results
     key_t = key.transpose(-2, -1)  # (..., S, E) -> (..., E, S), a view
-    positions_k = torch.arange(block_k, device=query.device)  # (block_k,)
-    positions_q = torch.arange(block_q, device=query.device)[:, None]  # (block_q, 1)
+    # One buffer for the tiles of scores, reused by every step (in place only).
+    tile = query.new_empty(math.prod(score_batch) * min(block_q, L) * min(block_k, S) if in_place else 0)
+    if is_causal:  # (block_q, block_k): column c minus row r, for the masks of the diagonal tiles
+        key_minus_query = torch.arange(block_k, device=query.device) - torch.arange(block_q, device=query.device)[:, None]
 
     for q_start in range(0, L, block_q):
         q_stop = min(q_start + block_q, L)
         q_blk = query[..., q_start:q_stop, :] * scale  # (..., bq, E): scaling q is cheaper than the tile
-        m = q_blk.new_full((*batch, q_stop - q_start, 1), float("-inf"))  # (..., bq, 1) running max
-        l = q_blk.new_zeros((*batch, q_stop - q_start, 1))  # (..., bq, 1) running sum
-        acc = q_blk.new_zeros((*batch, q_stop - q_start, Ev)) if needs_grad else out[..., q_start:q_stop, :]
+        m = q_blk.new_full((*score_batch, q_stop - q_start, 1), float("-inf"))  # (..., bq, 1) running max
+        l = q_blk.new_zeros((*score_batch, q_stop - q_start, 1))  # (..., bq, 1) running sum
+        acc = out[..., q_start:q_stop, :] if in_place else q_blk.new_zeros((*batch, q_stop - q_start, Ev))
         # Causal: key blocks starting after the block's last query see nothing; stop there.
         k_end = min(S, q_stop) if is_causal else S
         for k_start in range(0, k_end, block_k):
             k_stop = min(k_start + block_k, S)
-            scores = q_blk @ key_t[..., k_start:k_stop]  # (..., bq, E) @ (..., E, bk) -> (..., bq, bk)
-            if is_causal and causal_block_kind(q_start, q_stop, k_start, k_stop) == "diagonal":
-                # (bq, bk): key k_start + c may be seen by query q_start + r when c - r <= q_start - k_start
-                future = positions_k[: k_stop - k_start] - positions_q[: q_stop - q_start] > q_start - k_start
-                if needs_grad:
-                    scores = scores.masked_fill(future, float("-inf"))
-                else:
+            # Causal: the queries before k_start see no key of this tile; in place, their rows
+            # are left out (out of place they stay in, masked: they add exp(-inf) = 0).
+            first = max(q_start, k_start) if is_causal and in_place else q_start  # first query in the tile
+            rows = slice(first - q_start, None)  # the tile's rows of q_blk, m, l and acc
+            n_rows, n_keys = q_stop - first, k_stop - k_start
+            if in_place:
+                scores = tile[: math.prod(score_batch) * n_rows * n_keys].view(*score_batch, n_rows, n_keys)
+                torch.matmul(q_blk[..., rows, :], key_t[..., k_start:k_stop], out=scores)  # (..., rows, bk)
+            else:
+                scores = q_blk @ key_t[..., k_start:k_stop]  # (..., bq, E) @ (..., E, bk) -> (..., bq, bk)
+            if is_causal and causal_block_kind(first, q_stop, k_start, k_stop) == "diagonal":
+                # key k_start + c may be seen by query first + r when c - r <= first - k_start
+                future = key_minus_query[:n_rows, :n_keys] > first - k_start  # (rows, bk)
+                if in_place:
                     scores.masked_fill_(future, float("-inf"))  # in place: no second tile
-            m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))  # (..., bq, 1)
+                else:
+                    scores = scores.masked_fill(future, float("-inf"))
+            m_old = m[..., rows, :]
+            m_new = torch.maximum(m_old, scores.amax(dim=-1, keepdim=True))  # (..., rows, 1)
             # Every row has key 0 in its first visited block, so m_new is finite from then on
             # and exp(-inf - m_new) = 0 handles the masked entries and the initial m.
-            alpha = torch.exp(m - m_new)  # (..., bq, 1): rescales what was summed under the old max
-            if needs_grad:
+            alpha = torch.exp(m_old - m_new)  # (..., rows, 1): rescales what was summed under the old max
+            if in_place:
+                p = scores.sub_(m_new).exp_()  # the tile's weights (unnormalised), in place
+                l[..., rows, :].mul_(alpha).add_(p.sum(dim=-1, keepdim=True))
+                acc[..., rows, :].mul_(alpha).add_(p @ value[..., k_start:k_stop, :])  # (..., rows, Ev)
+                m_old.copy_(m_new)
+            else:
                 p = torch.exp(scores - m_new)  # (..., bq, bk)
                 l = alpha * l + p.sum(dim=-1, keepdim=True)
                 acc = alpha * acc + p @ value[..., k_start:k_stop, :]  # (..., bq, bk) @ (..., bk, Ev)
-            else:
-                p = scores.sub_(m_new).exp_()  # the tile's weights (unnormalised), in place
-                l.mul_(alpha).add_(p.sum(dim=-1, keepdim=True))
-                acc.mul_(alpha).add_(p @ value[..., k_start:k_stop, :])  # (..., bq, Ev)
-            m = m_new
-            del scores, p  # free this tile before the next one is allocated: one tile at a time
+                m = m_new
+            del scores, p  # out of place: free this tile before the next one is allocated
         # l = 0 only when S = 0 (no keys): the output stays 0 there.
-        if needs_grad:
-            blocks.append(acc / l.clamp_min(torch.finfo(l.dtype).tiny))
-        else:
+        if in_place:
             acc.div_(l.clamp_min_(torch.finfo(l.dtype).tiny))
+        else:
+            blocks.append(acc / l.clamp_min(torch.finfo(l.dtype).tiny))
     if needs_grad:
         return torch.cat(blocks, dim=-2) if blocks else out  # (..., L, Ev)
     return out

@@ -182,6 +182,87 @@ def test_no_grad_path_equals_grad_path():
     torch.testing.assert_close(in_place, recorded.detach(), rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("L, S", [(1, 1), (1, 9), (9, 1), (1, 0)])
+def test_one_query_or_one_key(L, S, is_causal):
+    # L = 1: top-left causal, the only query sees key 0 alone; S = 1: every query sees the one key.
+    q, k, v = qkv(2, 3, L=L, S=S, E=4, Ev=3)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    for bq, bk in ((1, 1), (4, 4), (1024, 512)):
+        got = tiled_attention(q, k, v, is_causal=is_causal, block_q=bq, block_k=bk)
+        torch.testing.assert_close(got, expected, **TOL[torch.float64])
+    if is_causal and S:
+        torch.testing.assert_close(got[..., 0, :], v[..., 0, :], **TOL[torch.float64])
+
+
+def test_causal_alignment_is_top_left_as_fused_sdpa_not_lower_right():
+    # F.scaled_dot_product_attention(is_causal=True) aligns the diagonal top-left for L != S
+    # (query i sees keys 0..i); lower-right (query i sees keys 0..i + S - L, what decoding with a
+    # cache needs) is a different mask, torch.nn.attention.bias.causal_lower_right. We match the
+    # former, for L > S and L < S.
+    for L, S in ((9, 4), (4, 9)):
+        q, k, v = qkv(2, L=L, S=S)
+        top_left = F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(L, S, dtype=torch.bool).tril())
+        torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v, is_causal=True), top_left)
+        lower_right = torch.ones(L, S, dtype=torch.bool).tril(S - L)
+        got = tiled_attention(q, k, v, is_causal=True, block_q=3, block_k=2)
+        torch.testing.assert_close(got, top_left, **TOL[torch.float64])
+        rows = lower_right.any(dim=-1)  # lower-right leaves the first L - S rows empty when L > S
+        assert not torch.allclose(got[:, rows], F.scaled_dot_product_attention(
+            q[:, rows], k, v, attn_mask=lower_right[rows]))
+
+
+def test_value_with_more_batch_dims_than_query_and_key():
+    # The scores have the batch dims of query and key only; the output those of all three.
+    q, k = torch.randn(5, 4, dtype=torch.float64), torch.randn(7, 4, dtype=torch.float64)
+    v = torch.randn(2, 7, 3, dtype=torch.float64)
+    for causal in (False, True):
+        with torch.no_grad():
+            got = tiled_attention(q, k, v, is_causal=causal, block_q=2, block_k=3)
+        assert got.shape == (2, 5, 3)
+        torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                                   **TOL[torch.float64])
+
+
+class _MatmulLog(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records (output shape, output storage) of every matrix product run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.products = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket.__name__ == "bmm":
+            result = (kwargs or {}).get("out", out)
+            self.products.append((tuple(result.shape[-2:]), result.untyped_storage().data_ptr()))
+        return out
+
+
+def test_diagonal_tiles_leave_out_the_rows_before_their_first_key():
+    # L = S = 12, blocks 8 x 4, causal. Query block 0..7 visits keys 0..3 (all 8 rows), keys
+    # 4..7 (rows 4..7 only: queries 0..3 come before key 4); query block 8..11 visits keys 0..3,
+    # 4..7 and 8..11, all 4 rows. The score products are (rows, keys); the products with the
+    # values are (rows, Ev).
+    q, k, v = qkv(2, L=12, S=12, Ev=3)
+    with torch.no_grad(), _MatmulLog() as log:
+        got = tiled_attention(q, k, v, is_causal=True, block_q=8, block_k=4)
+    scores = [shape for shape, _ in log.products if shape[-1] == 4]
+    assert scores == [(8, 4), (4, 4), (4, 4), (4, 4), (4, 4)]
+    torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), **TOL[torch.float64])
+
+
+def test_every_tile_of_scores_is_written_into_one_buffer():
+    # In place (no grad), the loop allocates the tile once: every score product writes into
+    # the same storage, whatever L and S.
+    q, k, v = qkv(2, 3, L=20, S=30, Ev=3)
+    for causal in (False, True):
+        with torch.no_grad(), _MatmulLog() as log:
+            tiled_attention(q, k, v, is_causal=causal, block_q=6, block_k=7)
+        buffers = {ptr for (_, keys), ptr in log.products if keys != 3}  # score products
+        assert len(buffers) == 1, buffers
+
+
 # --- the causal block test ------------------------------------------------------------------
 
 
