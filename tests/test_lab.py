@@ -10,7 +10,10 @@ reader's ~/.jupyter plays no part). The tests assert:
 - a wrong answer typed into a checked exercise cell and run gets the checker's feedback,
   naming the mistake, in the cell's output;
 - no request leaves 127.0.0.1, the news and update checks are never asked for, and no
-  prompt asks the reader to allow one.
+  prompt asks the reader to allow one;
+- the Chinese edition's chapter 1 (written from the catalogues by tools/build_zh.py, as a
+  reader downloads it) renders the same way: no raw directive, no TeX error, the same
+  exercise boxes and folded solutions, its Chinese headings in view.
 
 Screenshots go to `_build/screenshots/lab-*.png`: look at them. Every wait is bounded,
 and the server (and its kernel) is stopped on every way out. Locally a missing browser
@@ -28,6 +31,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -39,6 +43,7 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = ROOT / "chapters" / "01_soft_lookup.ipynb"
+ZH_NAME = "01_soft_lookup.zh_CN.ipynb"  # the Chinese edition's chapter 1, in the same lab
 START_TIMEOUT = 90  # s, for `make lab` to answer on its port (2 shared cores)
 RENDER_TIMEOUT = 90_000  # ms, for the notebook to render in the browser
 RUN_TIMEOUT = 90_000  # ms, for a kernel to start and run two cells
@@ -78,6 +83,9 @@ def lab(tmp_path_factory):
     notebooks = tmp / "notebooks"
     notebooks.mkdir()
     shutil.copy(CHAPTER, notebooks / CHAPTER.name)
+    # The Chinese edition's chapter 1, as `make book` writes it (from the catalogues).
+    subprocess.run([sys.executable, str(ROOT / "tools" / "build_zh.py"), "--quiet", "--out", str(tmp / "zh_src")], check=True)
+    shutil.copy(tmp / "zh_src" / "chapters" / CHAPTER.name, notebooks / ZH_NAME)
     # Attach every cell to the page (JupyterLab attaches only those in view by default), so
     # that the whole notebook can be checked without scrolling through it.
     settings = tmp / "config" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
@@ -141,38 +149,59 @@ def stop(server: subprocess.Popen, base: str, token: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def page(lab):
-    """Chapter 1 open in Chromium, fully rendered; records every request the page makes."""
+def browser(lab):
+    """One Chromium for the module's pages."""
     from playwright.sync_api import sync_playwright
 
-    base, token, _ = lab
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("lab-*.png"):
         old.unlink()
-    before = digest(CHAPTER)
-    markdown_cells = sum(c["cell_type"] == "markdown" for c in json.loads(CHAPTER.read_text())["cells"])
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.set_default_timeout(30_000)
-            tab = context.new_page()
-            tab.requests = []  # every URL the page asked for, websockets included
-            tab.on("request", lambda r: tab.requests.append(r.url))
-            tab.on("websocket", lambda ws: tab.requests.append(ws.url))
-            tab.goto(f"{base}/lab/tree/{CHAPTER.name}?token={token}", wait_until="load")
-            tab.wait_for_function(
-                """(n) => [...document.querySelectorAll('.jp-MarkdownCell.jp-mod-rendered .myst')]
-                    .filter(e => e.children.length > 0).length >= n""",
-                arg=markdown_cells,
-                timeout=RENDER_TIMEOUT,
-            )
-            # jupyterlab-myst typesets cell by cell: wait until the formulas stop changing.
-            wait_until_stable(tab, "() => document.querySelectorAll('.jp-Notebook .katex').length")
-            tab.screenshot(path=str(SHOTS / "lab-chapter1-top.png"))
-            yield tab
+            yield browser
         finally:
             browser.close()
+
+
+def open_notebook(browser, lab, name: str, markdown_cells: int, shot: str, workspace: str = ""):
+    """A notebook of the lab open in a new context, fully rendered; records every request.
+
+    With ``workspace``, in a workspace of that name, which starts empty (the default one
+    would reopen the notebooks an earlier test left open).
+    """
+    base, token, _ = lab
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    tab.requests = []  # every URL the page asked for, websockets included
+    tab.on("request", lambda r: tab.requests.append(r.url))
+    tab.on("websocket", lambda ws: tab.requests.append(ws.url))
+    where = f"lab/workspaces/{workspace}/tree" if workspace else "lab/tree"
+    tab.goto(f"{base}/{where}/{name}?token={token}", wait_until="load")
+    tab.wait_for_function(
+        """(n) => [...document.querySelectorAll('.jp-MarkdownCell.jp-mod-rendered .myst')]
+            .filter(e => e.children.length > 0).length >= n""",
+        arg=markdown_cells,
+        timeout=RENDER_TIMEOUT,
+    )
+    # jupyterlab-myst typesets cell by cell: wait until the formulas stop changing.
+    wait_until_stable(tab, "() => document.querySelectorAll('.jp-Notebook .katex').length")
+    tab.screenshot(path=str(SHOTS / shot))
+    return tab
+
+
+def markdown_count(path: Path) -> int:
+    return sum(c["cell_type"] == "markdown" for c in json.loads(path.read_text())["cells"])
+
+
+@pytest.fixture(scope="module")
+def page(lab, browser):
+    """Chapter 1 open in Chromium, fully rendered; records every request the page makes."""
+    before = digest(CHAPTER)
+    tab = open_notebook(browser, lab, CHAPTER.name, markdown_count(CHAPTER), "lab-chapter1-top.png")
+    yield tab
+    tab.context.close()
     assert digest(CHAPTER) == before, "the chapter in the repository was modified"
 
 
@@ -277,3 +306,30 @@ def test_no_request_leaves_127_0_0_1(page, lab) -> None:
     assert not any("news" in t.lower() for t in toasts), toasts
     log = lab[2].read_text()
     assert "Extension Manager is 'readonly'" in log, "the extension manager would query PyPI"
+
+
+def test_the_chinese_chapter_renders_like_the_english_one(lab, browser) -> None:
+    """The Chinese edition's notebook, as a reader downloads it, renders in JupyterLab too."""
+    notebooks = Path(lab[2]).parent / "notebooks"
+    zh, en = notebooks / ZH_NAME, notebooks / CHAPTER.name
+    tab = open_notebook(browser, lab, ZH_NAME, markdown_count(zh), "lab-chapter1-zh.png", "zh")
+    try:
+        text = visible_text(tab)
+        raw = [d for d in ("{exercise}", "{solution", "{cite:p}", "{cite:t}", "{doc}", "```{") if d in text]
+        assert raw == [], f"directives shown as raw text in JupyterLab: {raw}"
+        assert tab.evaluate(TEX_ERRORS_JS) == [], "formulas KaTeX could not typeset"
+        for heading in ("你将学到", "小结", "练习"):
+            assert heading in text, heading
+        assert len(re.findall(r"[\u4e00-\u9fff]", text)) > 2000, "little Chinese text in view"
+        # The same math and the same exercise boxes as the English chapter: its code is the same.
+        source = "".join("".join(c["source"]) for c in json.loads(en.read_text())["cells"] if c["cell_type"] == "markdown")
+        assert tab.locator(".jp-Notebook .katex").count() > 20
+        exercises = tab.locator(".jp-Notebook aside.myst-exercise, .jp-Notebook div.myst-exercise").count()
+        assert exercises >= source.count("```{exercise}")
+        solutions = tab.locator(".jp-Notebook details.myst-exercise")
+        assert solutions.count() == source.count("{solution}") + source.count("{solution-start}")
+        assert [s for s in solutions.evaluate_all("ds => ds.map(d => d.open)") if s] == [], "a solution is open"
+        outside = [u for u in tab.requests if urlparse(u).scheme not in ("data", "blob", "about") and urlparse(u).hostname != "127.0.0.1"]
+        assert outside == [], f"requests that leave 127.0.0.1: {outside}"
+    finally:
+        tab.context.close()
