@@ -72,9 +72,9 @@ class MultiHeadAttention(nn.Module):
     ``torch.nn.MultiheadAttention``'s ``in_proj_weight`` does; when only ``key is value``
     (cross-attention) W_k and W_v run as one; both only from ``PACK_MIN_TOKENS`` = 2048
     tokens (B * S) on, below which stacking the weights costs more than it saves (the
-    decoding step with a cache, one token, keeps three products). The parameters stay the three ``nn.Linear``
-    modules (``state_dict``, ``from_torch``, their gradients are unchanged): the stack is
-    concatenated on every call, so it is never stale. Equal but distinct tensors
+    decoding step with a cache, one token, keeps three products). The parameters stay
+    the three ``nn.Linear`` modules (``state_dict``, ``from_torch``, their gradients are
+    unchanged): the stack is concatenated on every call, so it is never stale. Equal but distinct tensors
     (``x`` and ``x.clone()``) take the three separate products; both give the same
     outputs and gradients up to rounding (tests/test_packed_projection.py).
 

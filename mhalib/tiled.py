@@ -112,8 +112,8 @@ def tiled_attention(
         raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
 
     L, S, Ev = query.shape[-2], key.shape[-2], value.shape[-1]
-    needs_grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
-    in_place = not needs_grad
+    # In place unless autograd must record the loop (it cannot go through an overwritten tile).
+    in_place = not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad))
     score_batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2])  # the scores' batch dims
     out = query.new_zeros(*batch, L, Ev)  # (..., L, Ev); each block's accumulator is a slice of it
     blocks = []  # the finished blocks, when autograd needs out-of-place results
@@ -171,6 +171,6 @@ def tiled_attention(
             acc.div_(l.clamp_min_(torch.finfo(l.dtype).tiny))
         else:
             blocks.append(acc / l.clamp_min(torch.finfo(l.dtype).tiny))
-    if needs_grad:
-        return torch.cat(blocks, dim=-2) if blocks else out  # (..., L, Ev)
-    return out
+    if in_place:
+        return out
+    return torch.cat(blocks, dim=-2) if blocks else out  # (..., L, Ev)

@@ -273,7 +273,7 @@ def structure(block: str) -> dict[str, object]:
         "inline math": sorted(_squash(m["math"]) for m in INLINE_MATH.finditer(no_spans)),
         "code spans": sorted(spans),
         "link targets": sorted(LINK.findall(no_spans)),
-        "headings": [m["level"] for m in HEADING.finditer(_drop_fences(block))],
+        "headings": [m["level"] for m in HEADING.finditer(outside_code)],  # `#` in code is a comment
     }
 
 
@@ -314,11 +314,6 @@ def _drop_fenced_code(block: str, keep_directive_lines: bool = False) -> str:
             continue
         kept.append(line)
     return "\n".join(kept)
-
-
-def _drop_fences(block: str) -> str:
-    """The block without fenced code (for headings: `#` in code is a comment)."""
-    return _drop_fenced_code(block)
 
 
 def structure_differences(english: str, translation: str) -> list[str]:
