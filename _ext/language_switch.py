@@ -25,7 +25,8 @@ in English: a compiled ``<domain>.mo`` (for example ``booktheme.mo``) under
 domain (Sphinx already reads ``sphinx.mo`` from there first), and the search box text
 (Jupyter Book's theme option ``search_bar_text``) goes through the ``sphinx`` catalogue.
 Two theme templates whose tooltips are fixed English are overridden in ``templates/`` to
-translate them. ``language_switch.css`` styles the switch and the Chinese edition's
+translate them; the theme's fixed English aria-labels (``ARIA_LABELS``), read aloud by
+screen readers, are translated through the ``booktheme`` catalogue in every page written. ``language_switch.css`` styles the switch and the Chinese edition's
 markers on passages still in English.
 """
 
@@ -42,6 +43,9 @@ from sphinx.util import logging
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = "language-switch.html"
+# aria-labels that sphinx-book-theme's templates write as fixed English: the book's
+# navigation (components/sbt-sidebar-nav.html) and the printed page's contents (layout.html).
+ARIA_LABELS = ("Main", "Page")
 logger = logging.getLogger(__name__)
 
 
@@ -121,10 +125,26 @@ def _add_switch(app: Sphinx, pagename: str, templatename: str, context: dict, do
     context["metatags"] = context.get("metatags", "") + f'\n<link rel="alternate" hreflang="{switch["lang"]}" href="{url}" />'
 
 
+def _translate_aria_labels(app: Sphinx, exception: Exception | None) -> None:
+    """In a translated edition, put the booktheme catalogue's ARIA_LABELS into the written pages."""
+    if exception is not None or not app.config.language or app.builder.format != "html":
+        return
+    translate = locale.get_translation("booktheme")
+    fixed = {f'aria-label="{label}"': f'aria-label="{translate(label)}"' for label in ARIA_LABELS}
+    fixed = {english: ours for english, ours in fixed.items() if english != ours}
+    for page in Path(app.outdir).rglob("*.html"):
+        text = original = page.read_text(encoding="utf-8")
+        for english, ours in fixed.items():
+            text = text.replace(english, ours)
+        if text != original:
+            page.write_text(text, encoding="utf-8")
+
+
 def setup(app: Sphinx) -> dict:
     app.add_config_value("language_switch", {}, "html")
     app.connect("config-inited", _configure)
     app.connect("builder-inited", _load_twins)
     app.connect("html-page-context", _add_switch)
+    app.connect("build-finished", _translate_aria_labels)
     app.add_css_file("language_switch.css")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

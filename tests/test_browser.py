@@ -384,6 +384,21 @@ def chinese_words_on_pages() -> set[str]:
     return words
 
 
+def test_theme_aria_labels_are_in_the_page_language() -> None:
+    """Screen readers read aria-labels aloud: the theme's fixed English ones are translated
+    in the Chinese edition (_ext/language_switch.py), and kept in the English one."""
+    if not PAGES:
+        unavailable(f"no built book at {SITE}: run `make book` first")
+    english = {"Main", "Page"}
+    for path in PAGES:
+        labels = {tag["aria-label"] for tag in page_soup(path).find_all(attrs={"aria-label": True})}
+        if is_chinese(path):
+            assert not labels & english, f"{path.relative_to(SITE)} has English aria-labels {sorted(labels & english)}"
+            assert {"全书目录"} <= labels, f"{path.relative_to(SITE)}: no translated navigation label in {sorted(labels)}"
+        else:
+            assert "Main" in labels, f"{path.relative_to(SITE)}: the theme's navigation label is missing ({sorted(labels)})"
+
+
 def test_chinese_search_index_holds_chinese_words() -> None:
     if not (ZH / "searchindex.js").exists():
         unavailable(f"no Chinese edition at {ZH}: run `make book` first")

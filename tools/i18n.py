@@ -65,7 +65,8 @@ NOTES = (NOTE_TITLE, NOTE_UNTRANSLATED, NOTE_PARTIAL, NOTE_MARKER, NOTE_MARKER_T
 # `_locale/zh_CN/LC_MESSAGES/<catalogue>.mo`, read before the theme's own
 # (_ext/language_switch.py). The two sidebar toggles are templates of _ext/templates/ that
 # wrap the theme's fixed English in `_()`; "Search this book..." is Jupyter Book's search
-# box text (a theme option), translated by _ext/language_switch.py.
+# box text (a theme option), translated by _ext/language_switch.py, which also translates
+# the two fixed English aria-labels ("Main", "Page") in the pages it writes.
 THEME_STRINGS = (
     ("sphinx", "Search this book..."),
     ("sphinx", "Color mode"),
@@ -76,6 +77,8 @@ THEME_STRINGS = (
     ("sphinx", "Toggle primary sidebar"),
     ("sphinx", "Toggle secondary sidebar"),
     ("booktheme", "Print to PDF"),
+    ("booktheme", "Main"),  # aria-label of the book's navigation (_ext/language_switch.py)
+    ("booktheme", "Page"),  # aria-label of the printed page's contents
 )
 # Sphinx settings that hold English text shown on the pages, as (setting, English default):
 # build_zh.py sets each to its translation in the Chinese edition's _config.yml.
