@@ -29,7 +29,7 @@ LABFLAGS ?=
 # say --allow-root. The server still listens on 127.0.0.1 only.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: book book-en book-zh po test unit lab execute lock clean
+.PHONY: book book-en book-zh po test unit lab execute student lock clean
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,10 @@ lab: $(STAMP) $(LAB_SETTINGS) $(LAB_SERVER_CONFIG)
 
 execute: $(STAMP)
 	$(BIN)/python tools/execute_notebooks.py $(NOTEBOOKS)
+
+# The chapters without their solutions, for graded work (tools/student_edition.py).
+student: $(STAMP)
+	$(BIN)/python tools/student_edition.py $(NOTEBOOKS)
 
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements.in
