@@ -165,6 +165,13 @@ def sl_own_softmax_no_shift(q, k, v):
     return weights @ v, weights
 
 
+def sl_weights_keys_by_queries(q, k, v):
+    # scores laid out (B, S, L), softmax over the keys (dim=-2 there): out is right,
+    # but the weights come back transposed
+    weights = torch.softmax(k @ q.transpose(-2, -1), dim=-2)
+    return weights.transpose(-2, -1) @ v, weights
+
+
 def sl_right_einsum(q, k, v):
     weights = torch.einsum("ble,bse->bls", q, k).softmax(-1)
     return torch.einsum("bls,bsv->blv", weights, v), weights
@@ -1121,6 +1128,7 @@ WRONG = {
         (sl_returns_weights, "returned only the weights"),
         (sl_returns_out, "returned only `out`"),
         (sl_weights_first, "return (out, weights), in that order"),
+        (sl_weights_keys_by_queries, "the weights you returned are transposed"),
     ],
     "masked_softmax": [
         (ms_wrong_axis, "softmax over the wrong axis"),

@@ -207,7 +207,8 @@ def _sl_variant(q, k, v, *, scale=1.0, dim=-1, pool="weights_v", scores="qkT", r
         "weightsT_v": lambda: w.transpose(-2, -1) @ v,
         "weights_k": lambda: w @ k,
     }[pool]()
-    return {"both": (out, w), "swapped": (w, out), "weights": w, "out": out}[ret]
+    return {"both": (out, w), "swapped": (w, out), "weights": w, "out": out,
+            "weights_transposed": (out, w.transpose(-2, -1))}[ret]
 
 
 def _sl_scaled(q, k, v):
@@ -268,6 +269,13 @@ SL_MISTAKES = [
         "only_out",
         "you returned only `out`: return both, as a tuple `return out, weights`.",
         [lambda q, k, v: _sl_variant(q, k, v, ret="out")],
+    ),
+    Mistake(
+        "weights_transposed",
+        "`out` is right but the weights you returned are transposed, (B, S, L): row i of the weights must be "
+        "query i's weights over the keys, shape (B, L, S), each row summing to 1. Return the softmax of "
+        "q @ k.transpose(-2, -1) over dim=-1 as it is.",
+        [lambda q, k, v: _sl_variant(q, k, v, ret="weights_transposed")],
     ),
     Mistake(
         "swapped_outputs",
