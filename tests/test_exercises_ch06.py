@@ -229,7 +229,7 @@ def block_right_by_hand_ffn(x, block):
 WRONG = {
     "sinusoidal_positions": [
         (sin_swapped, "sine and cosine are swapped", "failed"),
-        (sin_i_over_d, "the exponent is i/D", "failed"),
+        (sin_i_over_d, "you used the exponent i/D", "failed"),
         (sin_exponent_per_column, "the odd feature 2i+1 uses the exponent", "failed"),
         (sin_transposed, "positions and features are transposed", "failed"),
         (sin_concatenated, "all the sines in the first D/2 columns", "failed"),
@@ -237,7 +237,7 @@ WRONG = {
         (sin_from_one, "the positions start at 1", "failed"),
     ],
     "apply_rope": [
-        (rope_interleaved, "you paired neighbouring features (2i, 2i+1)", "failed"),
+        (rope_interleaved, "pairs feature i with feature i + Dh/2", "failed"),
         (rope_minus_sign, "you rotate by the opposite angle", "failed"),
         (rope_arange, "instead of the `positions` argument", "failed"),
         (rope_default_base, "you ignored the `base` argument", "failed"),

@@ -82,8 +82,9 @@ SIN_MISTAKES = [
     ),
     Mistake(
         "exponent_i_over_D",
-        "the exponent is i/D with the pair index i = 0 .. D/2-1; it is 2i/D (equivalently: the "
-        "even feature index 2i over D), so the slowest pair turns at about 1/base per position.",
+        "you used the exponent i/D with the pair index i = 0 .. D/2-1; it should be 2i/D "
+        "(equivalently: the even feature index 2i over D), so that the slowest pair turns at "
+        "about 1/base per position.",
         [lambda L, D, base=10000.0: _sin_variant(L, D, base, exponent="i/D")],
     ),
     Mistake(
@@ -188,9 +189,10 @@ def _rope_variant(x, positions, base=10000.0, *, pairs="half", sign=1.0, ignore_
 ROPE_MISTAKES = [
     Mistake(
         "interleaved",
-        "you paired neighbouring features (2i, 2i+1), the paper's convention; this exercise (and "
-        "Llama-family checkpoints) pairs feature i with feature i + Dh/2, the two halves of the "
-        "head. Both are rotations, but weights trained for one give wrong scores with the other.",
+        "you paired neighbouring features (2i, 2i+1), the paper's convention (and Meta's original "
+        "Llama code); this exercise (and Hugging Face's Llama code, with the checkpoints converted "
+        "to its format) pairs feature i with feature i + Dh/2, the two halves of the head. Both "
+        "are rotations, but weights trained for one give wrong scores with the other.",
         [lambda x, p, base=10000.0: _rope_variant(x, p, base, pairs="interleaved")],
     ),
     Mistake(
