@@ -74,6 +74,19 @@ def test_architecture_from_the_metadata(models):
     assert torch.equal(ref.lm_head.weight, ours.embed.weight)
 
 
+def test_how_the_file_stores_its_tensors(models):
+    """Chapter 8 says which tensors are 4-bit: all but the embedding (8-bit) and the norms."""
+    ours, ref, _ = models
+    kinds = ours.gguf_tensor_types
+    assert len(kinds) == 1 + 30 * 9 + 1  # embedding, 9 per layer, the final norm
+    assert [name for name, kind in kinds.items() if kind == "Q8_0"] == ["token_embd.weight"]
+    assert {name for name, kind in kinds.items() if kind == "F32"} == {
+        name for name in kinds if name.endswith("norm.weight")
+    }
+    assert {kind for name, kind in kinds.items() if not name.endswith("norm.weight") and name != "token_embd.weight"} == {"Q4_1"}
+    assert ours.gguf_metadata["llama.context_length"] == ref.config.max_position_embeddings == 8192
+
+
 @pytest.mark.parametrize("text", TEXTS, ids=["chatml", "markers", "digits", "accents", "emoji", "code", "spaces"])
 def test_tokenizer_ids_match_transformers(models, text):
     ours, _, ref_tokenizer = models

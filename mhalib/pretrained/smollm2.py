@@ -98,8 +98,10 @@ def chat_prompt(question: str, system: str = SYSTEM_PROMPT) -> str:
 def load_smollm2() -> Decoder:
     """SmolLM2-135M-Instruct as an :class:`mhalib.Decoder` (float32, eval mode).
 
-    The returned model has ``.tokenizer`` (a ``tokenizers.Tokenizer``); see
-    :class:`mhalib.Decoder` for ``model(input_ids, caches=None, need_weights=False)`` and
+    The returned model has ``.tokenizer`` (a ``tokenizers.Tokenizer``), ``.gguf_metadata``
+    (the file's architecture keys and ``llama.context_length``) and ``.gguf_tensor_types``
+    (each GGUF tensor's name -> how the file stores it: ``"Q4_1"``, ``"Q8_0"``, ``"F32"``);
+    see :class:`mhalib.Decoder` for ``model(input_ids, caches=None, need_weights=False)`` and
     ``model.generate(input_ids, max_new_tokens, use_cache=True)``.
     """
     from gguf.quants import dequantize
@@ -122,7 +124,8 @@ def load_smollm2() -> Decoder:
         state[name] = w
     model.load_state_dict(state, strict=True, assign=True)
     model.tokenizer = _tokenizer(reader, tokens)
-    model.gguf_metadata = {key: _field(reader, key) for key in _CONFIG_KEYS.values()}
+    model.gguf_metadata = {key: _field(reader, key) for key in (*_CONFIG_KEYS.values(), "llama.context_length")}
+    model.gguf_tensor_types = {tensor.name: tensor.tensor_type.name for tensor in reader.tensors}
     return model.float().eval()
 
 
