@@ -26,8 +26,9 @@ domain (Sphinx already reads ``sphinx.mo`` from there first), and the search box
 (Jupyter Book's theme option ``search_bar_text``) goes through the ``sphinx`` catalogue.
 Two theme templates whose tooltips are fixed English are overridden in ``templates/`` to
 translate them; the theme's fixed English aria-labels (``ARIA_LABELS``), read aloud by
-screen readers, are translated through the ``booktheme`` catalogue in every page written. ``language_switch.css`` styles the switch and the Chinese edition's
-markers on passages still in English.
+screen readers, are translated through the ``booktheme`` catalogue in every page written.
+``language_switch.css`` styles the switch and the Chinese edition's markers on passages
+still in English.
 """
 
 from __future__ import annotations

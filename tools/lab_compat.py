@@ -60,6 +60,9 @@ MACRO = re.compile(r"\\([A-Za-z]+)")
 FENCE = re.compile(r"^\s*(`{3,}|~{3,}|:{3,})\s*(\S*)")
 CODE_SPAN = re.compile(r"(`+).+?\1")
 SOLUTION = re.compile(r"^\s*(`{3,}|:{3,})\{(solution|solution-start)\}")
+# The markers of a gated solution (the cells between them are its code and output).
+SOLUTION_START = re.compile(r"^\s*(`{3,}|:{3,})\{solution-start\}", re.M)
+SOLUTION_END = re.compile(r"^\s*(`{3,}|:{3,})\{solution-end\}", re.M)
 OPTION = re.compile(r"^\s*:([\w-]+):\s*(.*)$")
 
 
@@ -196,10 +199,10 @@ def collapse_gated_solutions(nb: dict) -> list[str]:
     changed, inside = [], False
     for index, cell in enumerate(nb["cells"]):
         source = cell_source(cell)
-        if cell["cell_type"] == "markdown" and re.search(r"^\s*(`{3,}|:{3,})\{solution-start\}", source, re.M):
+        if cell["cell_type"] == "markdown" and SOLUTION_START.search(source):
             inside = True
             continue
-        if cell["cell_type"] == "markdown" and re.search(r"^\s*(`{3,}|:{3,})\{solution-end\}", source, re.M):
+        if cell["cell_type"] == "markdown" and SOLUTION_END.search(source):
             inside = False
             continue
         if not inside:

@@ -33,22 +33,15 @@ import ast
 import builtins
 import copy
 import json
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import i18n  # noqa: E402  (tools/ is not a package)
+from lab_compat import SOLUTION, SOLUTION_END, SOLUTION_START, cell_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "_build" / "student"
-SOLUTION_START = re.compile(r"^\s*(`{3,}|:{3,})\{solution-start\}")
-SOLUTION_END = re.compile(r"^\s*(`{3,}|:{3,})\{solution-end\}")
-SOLUTION = re.compile(r"^\s*(`{3,}|:{3,})\{solution\}")
-
-
-def _source(cell: dict) -> str:
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
 def split_solutions(text: str, inside: bool) -> tuple[str, bool, dict[str, int]]:
@@ -77,7 +70,7 @@ def split_solutions(text: str, inside: bool) -> tuple[str, bool, dict[str, int]]
             if not inside:
                 raise ValueError("a solution-end without its solution-start")
             inside = False
-        elif SOLUTION.match(segment):
+        elif SOLUTION.match(segment):  # {solution} (a {solution-start} was caught above)
             counts["written solutions"] += 1
         elif not inside:
             kept.append(segment)
@@ -86,7 +79,11 @@ def split_solutions(text: str, inside: bool) -> tuple[str, bool, dict[str, int]]
 
 
 def _names(code: str, what: str) -> set[str]:
-    """Names that `code` binds at top level (what='defined') or reads anywhere (what='used')."""
+    """Names that `code` binds (what='defined') or reads (what='used'), anywhere in it.
+
+    Bindings inside functions count as defined too: the check errs towards letting a
+    notebook through rather than refusing one that would run.
+    """
     code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
     try:
         tree = ast.parse(code)
@@ -119,7 +116,7 @@ def student_notebook(notebook: dict) -> tuple[dict, dict[str, int]]:
         if cell["cell_type"] != "markdown":
             (removed if inside else kept).append(cell)
             continue
-        original = _source(cell)
+        original = cell_source(cell)
         try:
             text, inside, found = split_solutions(original, inside)
         except ValueError as error:
@@ -135,7 +132,7 @@ def student_notebook(notebook: dict) -> tuple[dict, dict[str, int]]:
     if inside:
         raise ValueError("a solution-start without its solution-end")
     counts["cells removed"] = len(removed)
-    code = lambda cells: [_source(c) for c in cells if c["cell_type"] == "code"]  # noqa: E731
+    code = lambda cells: [cell_source(c) for c in cells if c["cell_type"] == "code"]  # noqa: E731
     defined_kept = set().union(*(_names(c, "defined") for c in code(kept)), set(dir(builtins)))
     only_removed = set().union(*(_names(c, "defined") for c in code(removed))) - defined_kept
     missing = sorted(set().union(*(_names(c, "used") for c in code(kept))) & only_removed)
